@@ -1,0 +1,442 @@
+"""The broker's semantics, shared by both SQL backends.
+
+Responsibilities, in order of the message's life:
+1. publish: store the message and fan it out to one delivery per subscription of its topic;
+2. pull: lease available deliveries to one owner with a fresh token;
+3. ack / nack / extend / release: honoured only from the current lease holder;
+4. record_crash: store a crash record and charge, suspect or release what was in flight;
+5. operator actions and reads: pause, purge, replay, drop, stats, crashes.
+
+Backends (`sqlite.py`, `postgres.py`) provide connections and the dialect's queries; this class
+never builds SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pillbox.errors import UnknownSubscription
+from pillbox.messages import CrashRecord, Delivery, Lease, Message, SubscriptionStats
+
+Row = Sequence[Any]
+
+#: What a crash does to each delivery that was in flight.
+CULPRIT, SUSPECT, RELEASED = "culprit", "suspect", "released"
+
+
+class Cursor(ABC):
+    """The part of a DB-API cursor the broker uses."""
+
+    rowcount: int
+
+    @abstractmethod
+    def execute(self, query: Any, params: Any = ...) -> Any: ...
+
+    @abstractmethod
+    def fetchone(self) -> Any: ...
+
+    @abstractmethod
+    def fetchall(self) -> list[Any]: ...
+
+
+class SQLBroker(ABC):
+    """Durable pub/sub over one SQL database. Thread-safe; one per process."""
+
+    dialect: str
+    q: dict[str, str]
+    url: str
+
+    # -- backend hooks -------------------------------------------------------------------
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A cursor inside a write transaction, committed on normal exit."""
+
+    @abstractmethod
+    def _lease_rows(self, cur: Any, query: str, params: dict[str, Any]) -> list[Row]:
+        """Run a lease query and return (id, message_id, subscription, attempt, topic,
+        payload, attributes, published_at) rows."""
+
+    @abstractmethod
+    def _list(self, values: Sequence[Any]) -> Any:
+        """A list parameter in the dialect's form."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run from many processes at once."""
+
+    def notify(self, cur: Any, topic: str) -> None:
+        """Wake consumers of `topic` once the transaction commits (no-op where polling)."""
+
+    def wait_for_work(self, timeout_s: float) -> set[str] | None:
+        """Block up to timeout_s for a publish notification; returns topics, None if unknown."""
+        return None
+
+    # -- declarations ----------------------------------------------------------------------
+    def register(self, topics: Sequence[str], subscriptions: Sequence[Any], now: float) -> None:
+        """Declare topics and subscriptions (objects with name, topic, max_attempts,
+        max_crashes) so publishes fan out to them."""
+        with self.transaction() as cur:
+            for topic in topics:
+                cur.execute(self.q["upsert_topic"], {"name": topic})
+            for sub in subscriptions:
+                cur.execute(
+                    self.q["upsert_subscription"],
+                    {"name": sub.name, "topic": sub.topic, "max_attempts": sub.max_attempts,
+                     "max_crashes": sub.max_crashes, "now": now},
+                )
+
+    def subscriptions(self) -> dict[str, str]:
+        """Every stored subscription name with its topic."""
+        with self.transaction() as cur:
+            cur.execute(self.q["subscription_names"])
+            return {name: topic for name, topic in cur.fetchall()}
+
+    def check_subscription(self, name: str) -> None:
+        known = self.subscriptions()
+        if name not in known:
+            raise UnknownSubscription(name, known)
+
+    # -- publish -------------------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        payload_json: str,
+        now: float,
+        *,
+        attributes: dict[str, str] | None = None,
+        delay_s: float = 0.0,
+        cursor: Any = None,
+    ) -> str:
+        """Store one message (already encoded) and its deliveries; returns its id.
+
+        With `cursor`, runs inside the caller's transaction and does not commit.
+        """
+        message_id = uuid.uuid4().hex
+        params = {"id": message_id, "topic": topic, "payload": payload_json,
+                  "attributes": json.dumps(attributes or {}), "now": now,
+                  "available_at": now + delay_s}
+        if cursor is not None:
+            self._publish_with(cursor, params)
+        else:
+            with self.transaction() as cur:
+                self._publish_with(cur, params)
+        return message_id
+
+    def publish_batch(self, topic: str, payloads_json: Sequence[str], now: float) -> list[str]:
+        """Store many messages in one transaction (used by benchmarks and bulk loads)."""
+        ids = []
+        with self.transaction() as cur:
+            for payload in payloads_json:
+                message_id = uuid.uuid4().hex
+                self._publish_with(cur, {"id": message_id, "topic": topic, "payload": payload,
+                                         "attributes": "{}", "now": now, "available_at": now},
+                                   notify=False)
+                ids.append(message_id)
+            self.notify(cur, topic)
+        return ids
+
+    def _publish_with(self, cur: Any, params: dict[str, Any], notify: bool = True) -> None:
+        cur.execute(self.q["insert_message"], params)
+        cur.execute(self.q["fan_out"], params)
+        if notify:
+            self.notify(cur, params["topic"])
+
+    # -- consume -------------------------------------------------------------------------
+    def pull(self, subscription: str, owner: str, limit: int, lease_s: float,
+             now: float) -> list[Lease]:
+        """Lease up to `limit` available deliveries of a subscription."""
+        token = secrets.token_hex(8)
+        params = {"subscription": subscription, "owner": owner, "token": token,
+                  "deadline": now + lease_s, "now": now, "limit": limit}
+        with self.transaction() as cur:
+            rows = self._lease_rows(cur, self.q["lease"], params)
+        return [self._lease(row, token, owner, now + lease_s) for row in rows]
+
+    def pull_suspect(self, subscriptions: Sequence[str], owner: str, lease_s: float,
+                     now: float) -> list[Lease]:
+        """Lease one suspect delivery (for the isolation lane)."""
+        token = secrets.token_hex(8)
+        params = {"subscriptions": self._list(subscriptions), "owner": owner, "token": token,
+                  "deadline": now + lease_s, "now": now}
+        with self.transaction() as cur:
+            rows = self._lease_rows(cur, self.q["lease_suspect"], params)
+        return [self._lease(row, token, owner, now + lease_s) for row in rows]
+
+    @staticmethod
+    def _lease(row: Row, token: str, owner: str, deadline: float) -> Lease:
+        delivery_id, message_id, subscription, attempt, topic, payload, attrs, published = row
+        message = Message(id=message_id, topic=topic, subscription=subscription,
+                          payload=json.loads(payload), attributes=json.loads(attrs),
+                          published_at=published, attempt=attempt, delivery_id=delivery_id)
+        return Lease(message=message, token=token, owner=owner, deadline=deadline)
+
+    def ack(self, lease: Lease, now: float) -> bool:
+        """Mark done; False when the lease was lost (expired and taken over)."""
+        return self._one("ack", {"id": lease.delivery_id, "token": lease.token, "now": now})
+
+    def nack(self, lease: Lease, error: str, retry_at: float | None, now: float) -> bool:
+        """Handler failed: redeliver at retry_at, or dead when retry_at is None."""
+        params = {"id": lease.delivery_id, "token": lease.token, "error": error, "now": now,
+                  "retry_at": retry_at, "reason": "max attempts"}
+        query = "nack_retry" if retry_at is not None else "nack_dead"
+        with self.transaction() as cur:
+            cur.execute(self.q[query], params)
+            held = bool(cur.rowcount == 1)
+            if held:
+                message = lease.message
+                self._event(cur, "failed", message.subscription, message.delivery_id,
+                            message.id, error, now)
+                if retry_at is None:
+                    self._event(cur, "dead", message.subscription, message.delivery_id,
+                                message.id, "max attempts", now)
+        return held
+
+    def extend(self, leases: Sequence[tuple[int, str]], deadline: float) -> int:
+        """Push the deadline of leases still held; returns how many were."""
+        held = 0
+        with self.transaction() as cur:
+            for delivery_id, token in leases:
+                cur.execute(self.q["extend"], {"id": delivery_id, "token": token,
+                                               "deadline": deadline})
+                held += cur.rowcount
+        return held
+
+    def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
+        """Give leases back without charging the attempt."""
+        released = 0
+        with self.transaction() as cur:
+            for delivery_id, token in leases:
+                cur.execute(self.q["release"], {"id": delivery_id, "token": token, "now": now})
+                released += cur.rowcount
+        return released
+
+    def rescue_expired(self, now: float) -> int:
+        """Make deliveries whose lease expired available again."""
+        with self.transaction() as cur:
+            cur.execute(self.q["rescue_expired"], {"now": now})
+            return int(cur.rowcount)
+
+    # -- crashes and events --------------------------------------------------------------
+    def record_crash(self, record: CrashRecord, roles: Sequence[tuple[int, str, str]]) -> int:
+        """Store a crash record and apply it to in-flight deliveries.
+
+        `roles` holds (delivery_id, lease_token, role) with role culprit, suspect or released.
+        A culprit's crash count goes up (dead as a poison pill at max_crashes); a suspect is
+        retried alone without losing an attempt; a released delivery simply goes back.
+        """
+        with self.transaction() as cur:
+            cur.execute(self.q["insert_crash"], _crash_params(record))
+            crash_id = int(cur.fetchone()[0])
+            for delivery_id, token, role in roles:
+                self._apply_role(cur, crash_id, delivery_id, token, role, record)
+        return crash_id
+
+    def _apply_role(self, cur: Any, crash_id: int, delivery_id: int, token: str, role: str,
+                    record: CrashRecord) -> None:
+        params = {"id": delivery_id, "token": token, "now": record.at, "crash_id": crash_id,
+                  "role": role, "error": f"crash #{crash_id}: {record.summary}"}
+        if role == RELEASED:
+            cur.execute(self.q["release"], params)
+            return
+        if role == SUSPECT:
+            cur.execute(self.q["mark_suspect"], params)
+            if cur.rowcount:
+                cur.execute(self.q["link_crash"], params)
+            return
+        cur.execute(self.q["charge_crash"], params)
+        row = cur.fetchone()
+        if row is None:
+            return
+        state, subscription, message_id = row
+        cur.execute(self.q["link_crash"], params)
+        self._event(cur, "crashed", subscription, delivery_id, message_id, record.cause,
+                    record.at)
+        if state == "dead":
+            self._event(cur, "dead", subscription, delivery_id, message_id, "poison pill",
+                        record.at)
+
+    def record_event(self, kind: str, detail: str, now: float, *, subscription: str | None = None,
+                     delivery_id: int | None = None, message_id: str | None = None) -> None:
+        """Store an error seen outside the ack path (thread errors, web 500s)."""
+        with self.transaction() as cur:
+            self._event(cur, kind, subscription, delivery_id, message_id, detail, now)
+
+    def _event(self, cur: Any, kind: str, subscription: str | None, delivery_id: int | None,
+               message_id: str | None, detail: str, now: float) -> None:
+        cur.execute(self.q["insert_event"], {"now": now, "kind": kind, "subscription": subscription,
+                                             "delivery_id": delivery_id, "message_id": message_id,
+                                             "detail": detail})
+
+    # -- operator actions ----------------------------------------------------------------
+    def set_paused(self, subscription: str, paused: bool) -> None:
+        self.check_subscription(subscription)
+        self._one("set_paused", {"name": subscription, "paused": self._bool(paused)})
+
+    def paused(self) -> set[str]:
+        with self.transaction() as cur:
+            cur.execute(self.q["paused_names"])
+            return {row[0] for row in cur.fetchall()}
+
+    def purge(self, subscription: str, *, before: float | None = None,
+              ids: Sequence[str] | None = None, dry_run: bool = False,
+              everything: bool = False) -> int:
+        """Delete available and dead deliveries of one subscription that match.
+
+        With neither `before` nor `ids`, `everything=True` is required: a purge is never
+        accidentally total. Deliveries in flight are never purged.
+        """
+        self.check_subscription(subscription)
+        if before is None and ids is None and not everything:
+            raise ValueError("purge needs before=, ids= or everything=True")
+        params = {"subscription": subscription, "before": before,
+                  "ids": None if ids is None else self._list(list(ids))}
+        with self.transaction() as cur:
+            cur.execute(self.q["purge_count"], params)
+            count = int(cur.fetchone()[0])
+            if not dry_run:
+                cur.execute(self.q["purge"], params)
+        return count
+
+    def replay(self, delivery_id: int, now: float) -> bool:
+        """Give a dead delivery a fresh start; False when it is not dead."""
+        return self._one("replay", {"id": delivery_id, "now": now})
+
+    def drop(self, delivery_id: int) -> bool:
+        """Delete one dead delivery; False when it is not dead."""
+        return self._one("drop", {"id": delivery_id})
+
+    def _one(self, query: str, params: dict[str, Any]) -> bool:
+        with self.transaction() as cur:
+            cur.execute(self.q[query], params)
+            return bool(cur.rowcount == 1)
+
+    @staticmethod
+    def _bool(value: bool) -> Any:
+        return value
+
+    # -- reads ---------------------------------------------------------------------------
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        with self.transaction() as cur:
+            cur.execute(self.q["get_delivery"], {"id": delivery_id})
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cur.execute(self.q["crash_ids_of"], {"id": delivery_id})
+            crash_ids = [int(r[0]) for r in cur.fetchall()]
+        return _delivery(row, crash_ids)
+
+    def dead(self, subscription: str | None = None, limit: int = 100) -> list[Delivery]:
+        if subscription is not None:
+            self.check_subscription(subscription)
+        with self.transaction() as cur:
+            cur.execute(self.q["list_dead"], {"subscription": subscription, "limit": limit})
+            return [_delivery(row, []) for row in cur.fetchall()]
+
+    def deliveries(self, *, message_id: str | None = None, subscription: str | None = None,
+                   state: str | None = None, limit: int = 1000) -> list[Delivery]:
+        with self.transaction() as cur:
+            cur.execute(self.q["list_deliveries"], {"message_id": message_id,
+                                                    "subscription": subscription,
+                                                    "state": state, "limit": limit})
+            return [_delivery(row, []) for row in cur.fetchall()]
+
+    def stats(self, now: float) -> list[SubscriptionStats]:
+        with self.transaction() as cur:
+            cur.execute(self.q["stats"], {"since_5m": now - 300, "since_1h": now - 3600})
+            rows = cur.fetchall()
+        return [_stats(row, now) for row in rows]
+
+    def crashes(self, since: float = 0.0, limit: int = 100) -> list[CrashRecord]:
+        with self.transaction() as cur:
+            cur.execute(self.q["list_crashes"], {"since": since, "limit": limit})
+            return [_crash(row) for row in cur.fetchall()]
+
+    def crash(self, crash_id: int) -> CrashRecord | None:
+        with self.transaction() as cur:
+            cur.execute(self.q["get_crash"], {"id": crash_id})
+            row = cur.fetchone()
+        return None if row is None else _crash(row)
+
+    def events(self, kind: str | None = None, since: float = 0.0,
+               limit: int = 100) -> list[dict[str, Any]]:
+        with self.transaction() as cur:
+            cur.execute(self.q["list_events"], {"kind": kind, "since": since, "limit": limit})
+            names = ("id", "at", "kind", "subscription", "delivery_id", "message_id", "detail")
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- cron ticks ----------------------------------------------------------------------
+    def claim_tick(self, cron: str, tick_at: float, topic: str, payload_json: str,
+                   now: float) -> str | None:
+        """Claim a cron tick and publish its message in one transaction; None if already
+        claimed by another process."""
+        message_id = uuid.uuid4().hex
+        with self.transaction() as cur:
+            cur.execute(self.q["insert_tick"], {"cron": cron, "tick_at": tick_at,
+                                                "message_id": message_id})
+            if cur.fetchone() is None:
+                return None
+            self._publish_with(cur, {"id": message_id, "topic": topic, "payload": payload_json,
+                                     "attributes": "{}", "now": now, "available_at": now})
+        return message_id
+
+    def last_tick(self, cron: str) -> float | None:
+        with self.transaction() as cur:
+            cur.execute(self.q["last_tick"], {"cron": cron})
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def unfinished(self, subscription: str) -> int:
+        with self.transaction() as cur:
+            cur.execute(self.q["unfinished_count"], {"subscription": subscription})
+            return int(cur.fetchone()[0])
+
+
+def _crash_params(record: CrashRecord) -> dict[str, Any]:
+    return {"at": record.at, "work_type": record.work_type, "pid": record.pid,
+            "exit_code": record.exit_code, "signal": record.signal, "cause": record.cause,
+            "in_flight": json.dumps(record.in_flight), "traceback": record.traceback,
+            "peak_rss_bytes": record.peak_rss_bytes, "log_tail": record.log_tail,
+            "summary": record.summary}
+
+
+def _crash(row: Row) -> CrashRecord:
+    (crash_id, at, work_type, pid, exit_code, sig, cause, in_flight, tb, rss, log_tail,
+     summary) = row
+    return CrashRecord(id=int(crash_id), at=at, work_type=work_type, pid=pid,
+                       exit_code=exit_code, signal=sig, cause=cause,
+                       in_flight=json.loads(in_flight), traceback=tb,
+                       peak_rss_bytes=int(rss), log_tail=log_tail, summary=summary)
+
+
+def _delivery(row: Row, crash_ids: list[int]) -> Delivery:
+    (delivery_id, message_id, topic, subscription, state, attempt, crashes, suspect, payload,
+     attrs, published_at, available_at, last_error, dead_reason, finished_at) = row
+    return Delivery(id=int(delivery_id), message_id=message_id, topic=topic,
+                    subscription=subscription, state=state, attempt=attempt, crashes=crashes,
+                    suspect=bool(suspect), payload=json.loads(payload),
+                    attributes=json.loads(attrs), published_at=published_at,
+                    available_at=available_at, last_error=last_error,
+                    dead_reason=dead_reason, finished_at=finished_at, crash_ids=crash_ids)
+
+
+def _stats(row: Row, now: float) -> SubscriptionStats:
+    (name, topic, paused, backlog, in_flight, oldest, dead, acked_5m, failed_5m, crashed_5m,
+     acked_1h, failed_1h, crashed_1h, dead_1h) = row
+    return SubscriptionStats(
+        name=name, topic=topic, paused=bool(paused), backlog=backlog, in_flight=in_flight,
+        oldest_unacked_age_s=None if oldest is None else max(0.0, now - oldest), dead=dead,
+        acked_5m=acked_5m, failed_5m=failed_5m, crashed_5m=crashed_5m, acked_1h=acked_1h,
+        failed_1h=failed_1h, crashed_1h=crashed_1h, dead_1h=dead_1h)
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

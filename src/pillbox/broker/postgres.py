@@ -1,0 +1,153 @@
+"""PostgreSQL backend: many machines, `FOR UPDATE SKIP LOCKED` pulls, LISTEN/NOTIFY wake-ups,
+and transactional publish inside the caller's own transaction.
+
+Each process opens its own pool, sized by the caller to its own concurrency, so a busy
+worker tier cannot starve the web tier of connections.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pillbox.broker import queries
+from pillbox.broker.base import Row, SQLBroker
+from pillbox.errors import DatabaseError
+
+CHANNEL = "pillbox"
+
+
+class PostgresBroker(SQLBroker):
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool_size: int = 4, connect_timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.where = describe(url)
+        self.q = queries.load("postgres")
+        self._pool_size = max(1, pool_size)
+        self._timeout = connect_timeout_s
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._listener: psycopg.Connection[Any] | None = None
+
+    # -- connections ---------------------------------------------------------------------
+    def _get_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._check_reachable()
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=self._pool_size, open=True,
+                    timeout=self._timeout, name="pillbox",
+                    kwargs={"connect_timeout": int(self._timeout)},
+                )
+            return self._pool
+
+    def _check_reachable(self) -> None:
+        try:
+            psycopg.connect(self.url, connect_timeout=int(self._timeout)).close()
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.where}: "
+                                f"{_first_line(exc)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        try:
+            with self._get_pool().connection() as conn, conn.cursor() as cur:
+                yield cur
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    # -- dialect hooks -------------------------------------------------------------------
+    def _lease_rows(self, cur: Any, query: str, params: dict[str, Any]) -> list[Row]:
+        cur.execute(query, params)
+        rows = list(cur.fetchall())
+        rows.sort(key=lambda row: row[0])
+        return rows
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+    def notify(self, cur: Any, topic: str) -> None:
+        cur.execute(self.q["notify"], {"topic": topic})
+
+    def publish_in(self, conn: psycopg.Connection[Any], topic: str, payload_json: str,
+                   now: float, *, attributes: dict[str, str] | None = None,
+                   delay_s: float = 0.0) -> str:
+        """Publish inside the caller's transaction on `conn`: the message exists iff it
+        commits."""
+        with conn.cursor() as cur:
+            return self.publish(topic, payload_json, now, attributes=attributes,
+                                delay_s=delay_s, cursor=cur)
+
+    def wait_for_work(self, timeout_s: float) -> set[str] | None:
+        """Block until a publish is notified (returns its topics) or the timeout passes."""
+        if self._listener is None:
+            try:
+                self._listener = psycopg.connect(self.url, autocommit=True,
+                                                 connect_timeout=int(self._timeout))
+                self._listener.execute(f"LISTEN {CHANNEL}")
+            except psycopg.Error:
+                self._listener = None
+                time.sleep(timeout_s)
+                return None
+        topics = set()
+        try:
+            for note in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                topics.add(note.payload)
+            # drain anything else already queued without waiting
+            for note in self._listener.notifies(timeout=0.0):
+                topics.add(note.payload)
+        except psycopg.Error:
+            self._listener.close()
+            self._listener = None
+            return None
+        return topics
+
+    def migrate(self) -> None:
+        try:
+            with psycopg.connect(self.url, connect_timeout=int(self._timeout)) as conn:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(self.q["migration_lock"])
+                    cur.execute(self.q["create_migrations_table"])
+                    cur.execute(self.q["applied_migrations"])
+                    done = {row[0] for row in cur.fetchall()}
+                    for version, name, sql in queries.migrations("postgres"):
+                        if version not in done:
+                            cur.execute(sql.encode())
+                            cur.execute(self.q["record_migration"],
+                                        {"version": version, "name": name, "now": time.time()})
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.where}: "
+                                f"{_first_line(exc)}") from None
+
+
+def describe(url: str) -> str:
+    """host:port/dbname of a URL, never its password."""
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable URL>"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"{host}:{port}/{parts.get('dbname', '')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
