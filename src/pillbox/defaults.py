@@ -30,7 +30,7 @@ LEASE_S = 30.0
 """Ack deadline of a pulled delivery; extended every LEASE_S / 3 while the handler runs."""
 
 POLL_INTERVAL_S = 0.05
-"""Longest an idle consumer waits before looking for work again (SQLite; PostgreSQL also LISTENs)."""
+"""Shortest wait of an idle consumer between looks for work (it backs off when idle)."""
 
 IDLE_POLL_MAX_S = 0.5
 """Idle consumers back off their polling up to this interval."""

@@ -9,7 +9,7 @@
     ├── UnknownName            a topic or subscription nobody declared (suggests the nearest)
     │   ├── UnknownTopic
     │   └── UnknownSubscription
-    ├── DatabaseError          database unreachable, wrong URL, corrupt file (never echoes a password)
+    ├── DatabaseError          unreachable, wrong URL, corrupt file (never echoes a password)
     └── AppImportError         `module:attr` does not import or is not an App
 """
 

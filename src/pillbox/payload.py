@@ -13,9 +13,9 @@ def encode(payload: Any, max_bytes: int) -> str:
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        path, value = _find_bad(payload, "$")
+        path, value = _find_bad(payload, "$", ())
         raise PayloadNotJSON(
-            f"payload is not JSON-serialisable: {type(value).__name__} at {path} ({exc})"
+            f"payload is not JSON-serialisable: {type(value).__name__} at {path or '$'} ({exc})"
         ) from None
     size = len(text.encode())
     if size > max_bytes:
@@ -27,23 +27,28 @@ def decode(text: str) -> Any:
     return json.loads(text)
 
 
-def _find_bad(value: Any, path: str) -> tuple[str, Any]:
-    """Depth-first search for the first value json cannot encode."""
+def _find_bad(value: Any, path: str, parents: tuple[int, ...]) -> tuple[str, Any]:
+    """Depth-first search for the first value json cannot encode (a container that holds
+    itself is reported where it recurs)."""
+    if isinstance(value, dict | list | tuple):
+        if id(value) in parents:
+            return f"{path} (circular reference)", value
+        parents = (*parents, id(value))
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str | int | float | bool) and key is not None:
                 return f"{path} (key {key!r})", key
-            found = _find_bad(item, f"{path}.{key}")
+            found = _find_bad(item, f"{path}.{key}", parents)
             if found[0]:
                 return found
         return "", None
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            found = _find_bad(item, f"{path}[{index}]")
+            found = _find_bad(item, f"{path}[{index}]", parents)
             if found[0]:
                 return found
         return "", None
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return path, value
     if value is None or isinstance(value, str | int | float | bool):
         return "", None

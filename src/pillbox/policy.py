@@ -68,7 +68,7 @@ def check_name(kind: str, name: str) -> None:
 
 def parse_size(value: int | str | None, where: str) -> int | None:
     """Parse 512_000_000, "512MB" or "1.5GiB" into bytes."""
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         if isinstance(value, int) and value <= 0:
             raise ConfigError(f"{where}: memory_limit must be positive, got {value!r}")
         return value

@@ -66,13 +66,13 @@ class SQLBroker(ABC):
     def _list(self, values: Sequence[Any]) -> Any:
         """A list parameter in the dialect's form."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def migrate(self) -> None:
+    def migrate(self) -> None:  # noqa: B027 - optional hook
         """Create or upgrade the schema; safe to run from many processes at once."""
 
-    def notify(self, cur: Any, topic: str) -> None:
+    def notify(self, cur: Any, topic: str) -> None:  # noqa: B027 - optional hook
         """Wake consumers of `topic` once the transaction commits (no-op where polling)."""
 
     def wait_for_work(self, timeout_s: float) -> set[str] | None:
@@ -217,6 +217,12 @@ class SQLBroker(ABC):
                 cur.execute(self.q["release"], {"id": delivery_id, "token": token, "now": now})
                 released += cur.rowcount
         return released
+
+    def leases_of(self, owner: str) -> list[tuple[int, str]]:
+        """(delivery_id, token) of every lease `owner` still holds."""
+        with self.transaction() as cur:
+            cur.execute(self.q["leases_of_owner"], {"owner": owner})
+            return [(int(row[0]), row[1]) for row in cur.fetchall()]
 
     def rescue_expired(self, now: float) -> int:
         """Make deliveries whose lease expired available again."""
@@ -374,17 +380,19 @@ class SQLBroker(ABC):
 
     # -- cron ticks ----------------------------------------------------------------------
     def claim_tick(self, cron: str, tick_at: float, topic: str, payload_json: str,
-                   now: float) -> str | None:
-        """Claim a cron tick and publish its message in one transaction; None if already
-        claimed by another process."""
+                   now: float, publish: bool = True) -> str | None:
+        """Claim a cron tick and (unless `publish` is False: a skipped tick) publish its
+        message in the same transaction; None if another process claimed it first."""
         message_id = uuid.uuid4().hex
         with self.transaction() as cur:
             cur.execute(self.q["insert_tick"], {"cron": cron, "tick_at": tick_at,
-                                                "message_id": message_id})
+                                                "message_id": message_id if publish else ""})
             if cur.fetchone() is None:
                 return None
-            self._publish_with(cur, {"id": message_id, "topic": topic, "payload": payload_json,
-                                     "attributes": "{}", "now": now, "available_at": now})
+            if publish:
+                self._publish_with(cur, {"id": message_id, "topic": topic,
+                                         "payload": payload_json, "attributes": "{}",
+                                         "now": now, "available_at": now})
         return message_id
 
     def last_tick(self, cron: str) -> float | None:

@@ -121,17 +121,17 @@ class PostgresBroker(SQLBroker):
 
     def migrate(self) -> None:
         try:
-            with psycopg.connect(self.url, connect_timeout=int(self._timeout)) as conn:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(self.q["migration_lock"])
-                    cur.execute(self.q["create_migrations_table"])
-                    cur.execute(self.q["applied_migrations"])
-                    done = {row[0] for row in cur.fetchall()}
-                    for version, name, sql in queries.migrations("postgres"):
-                        if version not in done:
-                            cur.execute(sql.encode())
-                            cur.execute(self.q["record_migration"],
-                                        {"version": version, "name": name, "now": time.time()})
+            with (psycopg.connect(self.url, connect_timeout=int(self._timeout)) as conn,
+                  conn.transaction(), conn.cursor() as cur):
+                cur.execute(self.q["migration_lock"])
+                cur.execute(self.q["create_migrations_table"])
+                cur.execute(self.q["applied_migrations"])
+                done = {row[0] for row in cur.fetchall()}
+                for version, name, sql in queries.migrations("postgres"):
+                    if version not in done:
+                        cur.execute(sql.encode())
+                        cur.execute(self.q["record_migration"],
+                                    {"version": version, "name": name, "now": time.time()})
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL at {self.where}: "
                                 f"{_first_line(exc)}") from None

@@ -21,6 +21,7 @@ from pillbox.broker.base import Row, SQLBroker
 from pillbox.errors import DatabaseError
 
 BUSY_TIMEOUT_MS = 30_000
+WAKE_POLL_S = 0.005
 _SYNC_MODES = {"full", "normal", "extra", "off"}
 
 
@@ -104,6 +105,18 @@ class SQLiteBroker(SQLBroker):
     @staticmethod
     def _bool(value: bool) -> Any:
         return int(value)
+
+    def wait_for_work(self, timeout_s: float) -> set[str] | None:
+        """Poll `PRAGMA data_version` (cheap: it reads shared memory) until another connection
+        commits; returns None then (what changed is unknown), an empty set on timeout."""
+        conn = self._conn()
+        start = conn.execute("PRAGMA data_version").fetchone()[0]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(WAKE_POLL_S)
+            if conn.execute("PRAGMA data_version").fetchone()[0] != start:
+                return None
+        return set()
 
     def migrate(self) -> None:
         conn = self._conn()

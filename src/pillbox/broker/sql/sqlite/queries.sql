@@ -274,3 +274,7 @@ SELECT version FROM pillbox_migrations;
 -- name: record_migration
 -- Remember an applied migration.
 INSERT INTO pillbox_migrations (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: leases_of_owner
+-- Deliveries a (dead) owner still holds.
+SELECT id, lease_token FROM pillbox_deliveries WHERE state = 'leased' AND lease_owner = :owner;

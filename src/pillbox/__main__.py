@@ -1,0 +1,5 @@
+import sys
+
+from pillbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Shared CLI plumbing: finding the database, loading the app, printing JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from pillbox import defaults
+from pillbox.app import App
+from pillbox.broker import SQLBroker, open_broker
+from pillbox.errors import PillboxError
+from pillbox.loader import load_app
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EX_ATTENTION = 3
+
+
+def database_options(func: F) -> F:
+    """`--database URL` and `--app module:attr` (whose database is used)."""
+    func = click.option("--app", "app_path", default=None, envvar="PILLBOX_APP",
+                        help="module:attribute of the App whose database to use "
+                             "[env PILLBOX_APP]")(func)
+    func = click.option("--database", "database", default=None,
+                        envvar=["PILLBOX_DATABASE_URL", "DATABASE_URL"],
+                        help="database URL [env PILLBOX_DATABASE_URL, DATABASE_URL; default "
+                             f"{defaults.DATABASE_URL}]")(func)
+    return func
+
+
+def open_db(database: str | None, app_path: str | None) -> SQLBroker:
+    try:
+        if app_path:
+            return load(app_path).broker
+        return open_broker(database or defaults.DATABASE_URL, pool_size=2)
+    except PillboxError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def load(app_path: str) -> App:
+    try:
+        return load_app(app_path)
+    except PillboxError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def guard(func: Callable[[], Any]) -> Any:
+    """Run an operation, turning pillbox errors into clean CLI errors."""
+    try:
+        return func()
+    except (PillboxError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(_plain(value), indent=2, default=str))
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "-"
+    seconds = (now or time.time()) - ts
+    return age(seconds)
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def parse_time(text: str) -> float:
+    """An ISO time (UTC if no zone), or a duration ago like 10m, 2h, 3d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    stripped = text.strip()
+    if stripped and stripped[-1] in units and stripped[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(stripped[:-1]) * units[stripped[-1]]
+    try:
+        parsed = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither an ISO time (2026-12-03T10:00) nor a "
+                                 "duration ago (30m, 2h, 1d)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def env_default(name: str, fallback: str) -> str:
+    return os.environ.get(name, fallback)

@@ -1,0 +1,85 @@
+"""In-child flight recorder.
+
+Responsibilities:
+1. faulthandler writes fatal-signal tracebacks of every thread into a per-process file the
+   supervisor reads after a death; SIGUSR1 dumps the same on demand (before a timeout or
+   memory kill), so even a hung or dying process leaves its stacks behind;
+2. remember which delivery each thread is working on, and carry it into threads that handler
+   code starts, so errors raised there are recorded with the delivery in context;
+3. route uncaught thread exceptions and unraisable exceptions to a recorder callback.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+Context = dict[str, Any]
+Recorder = Callable[[str, str, Context | None], None]
+
+_local = threading.local()
+_fault_file: TextIO | None = None
+
+
+def fault_path(run_dir: str, pid: int) -> Path:
+    return Path(run_dir) / f"fault-{pid}.log"
+
+
+def install(run_dir: str, pid: int, recorder: Recorder) -> Path:
+    """Arm faulthandler and the exception hooks for this process."""
+    global _fault_file
+    path = fault_path(run_dir, pid)
+    _fault_file = open(path, "w")  # noqa: SIM115 - must stay open for the process lifetime
+    faulthandler.enable(file=_fault_file, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=_fault_file, all_threads=True, chain=False)
+    _patch_thread_start()
+    threading.excepthook = lambda args: _thread_hook(args, recorder)
+    sys.unraisablehook = lambda args: _unraisable_hook(args, recorder)
+    return path
+
+
+def set_context(context: Context | None) -> None:
+    """Declare what the current thread is working on (None when idle)."""
+    _local.context = context
+
+
+def current_context() -> Context | None:
+    context: Context | None = getattr(_local, "context", None)
+    if context is None:
+        context = getattr(threading.current_thread(), "_pillbox_context", None)
+    return context
+
+
+def _patch_thread_start() -> None:
+    original = threading.Thread.start
+    if getattr(original, "_pillbox", False):
+        return
+
+    def start(self: threading.Thread) -> None:
+        self._pillbox_context = current_context()  # type: ignore[attr-defined]
+        original(self)
+
+    start._pillbox = True  # type: ignore[attr-defined]
+    threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def _thread_hook(args: threading.ExceptHookArgs, recorder: Recorder) -> None:
+    if args.exc_type is SystemExit:
+        return
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    name = args.thread.name if args.thread is not None else "?"
+    context = getattr(args.thread, "_pillbox_context", None)
+    recorder("thread_error", f"exception in thread {name!r}:\n{text}", context)
+
+
+def _unraisable_hook(args: Any, recorder: Recorder) -> None:
+    exc = args.exc_value
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if exc else ""
+    recorder("unraisable", f"{args.err_msg or 'unraisable exception'}: {args.object!r}\n{text}",
+             current_context())

@@ -1,0 +1,86 @@
+"""Turns faulthandler output into a crash record's traceback: the crashing (or named) thread
+first, the other threads capped. Pure text processing."""
+
+from __future__ import annotations
+
+import re
+
+_HEADER = re.compile(r"^(Current thread|Thread) (0x[0-9a-f]+)", re.IGNORECASE)
+
+
+def split_threads(text: str) -> tuple[list[str], list[tuple[str, bool, list[str]]]]:
+    """(preamble lines, [(thread id, is current, lines)]) of one faulthandler dump."""
+    preamble: list[str] = []
+    threads: list[tuple[str, bool, list[str]]] = []
+    for line in text.splitlines():
+        match = _HEADER.match(line)
+        if match:
+            threads.append((match.group(2).lower(), match.group(1).startswith("Current"), [line]))
+        elif threads:
+            if line.strip():
+                threads[-1][2].append(line)
+        elif line.strip():
+            preamble.append(line)
+    return preamble, threads
+
+
+def last_dump(text: str) -> str:
+    """Only the newest dump when several were appended (SIGUSR1 then a fatal signal)."""
+    starts = [m.start() for m in re.finditer(r"^Fatal Python error", text, re.MULTILINE)]
+    return text[starts[-1]:] if starts else text
+
+
+def arrange(text: str, focus_thread: str | None, other_lines_max: int) -> str:
+    """Crashing thread (or `focus_thread`, e.g. the one running a timed-out delivery) first,
+    then the preamble, then the other threads up to `other_lines_max` lines."""
+    preamble, threads = split_threads(last_dump(text))
+    if not threads:
+        return text.strip()
+    focus = _pick(threads, focus_thread)
+    first = threads[focus]
+    out = [*first[2], "", *preamble]
+    budget = other_lines_max
+    skipped = 0
+    for index, (_tid, _current, lines) in enumerate(threads):
+        if index == focus:
+            continue
+        if budget <= 0:
+            skipped += 1
+            continue
+        out.append("")
+        out.extend(lines[:budget])
+        budget -= len(lines)
+    if skipped:
+        out.append(f"... {skipped} more thread(s) not shown")
+    return "\n".join(out).strip()
+
+
+def _pick(threads: list[tuple[str, bool, list[str]]], focus_thread: str | None) -> int:
+    if focus_thread is not None:
+        for index, (tid, _current, _lines) in enumerate(threads):
+            if int(tid, 16) == int(focus_thread, 16):
+                return index
+    for index, (_tid, current, _lines) in enumerate(threads):
+        if current:
+            return index
+    return 0
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def top_frame(traceback_text: str, skip: tuple[str, ...] = ()) -> str:
+    """The most recent frame of the first thread in `file:line in function` form, skipping
+    frames in files under `skip` (the standard library, pillbox itself) when any other is
+    there, so it points at the application's code."""
+    frames = []
+    for line in traceback_text.splitlines():
+        if frames and _HEADER.match(line):
+            break
+        match = _FRAME.match(line)
+        if match:
+            frames.append(match)
+    if not frames:
+        return ""
+    chosen = next((m for m in frames if not m["file"].startswith(skip)), frames[0])
+    return f"{chosen['file']}:{chosen['line']} in {chosen['func']}"

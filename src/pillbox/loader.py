@@ -1,0 +1,32 @@
+"""Loads the user's App from a `module:attribute` path (in children only: the supervisor never
+imports user code)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+from pillbox.app import App
+from pillbox.errors import AppImportError
+
+
+def load_app(path: str) -> App:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise AppImportError(f"app path {path!r} must look like 'module:attribute', e.g. app:app")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        raise AppImportError(f"cannot import {module_name!r} (from {path!r}):\n{detail}") from None
+    try:
+        app = getattr(module, attr)
+    except AttributeError:
+        raise AppImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(app, App):
+        raise AppImportError(f"{path!r} is a {type(app).__name__}, not a pillbox.App")
+    return app

@@ -1,0 +1,45 @@
+"""Crash attribution: who pays for a dead process. Pure.
+
+- killed for a timeout: the timed-out delivery is the culprit; the others are released;
+- alone in flight (or in the isolation lane): the culprit;
+- several in flight: each is a suspect, retried alone so the culprit is found and innocents
+  lose nothing;
+- leased but never started: released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pillbox.broker.base import CULPRIT, RELEASED, SUSPECT
+
+
+@dataclass(frozen=True)
+class Started:
+    delivery_id: int
+    token: str
+    subscription: str
+    message_id: str
+    thread: str | None
+    started_at: float
+    timeout_s: float
+    memory_limit_bytes: int | None
+
+
+def attribute(started: list[Started], leased: list[tuple[int, str]],
+              blamed: int | None) -> list[tuple[int, str, str]]:
+    """(delivery_id, token, role) for everything the dead process held.
+
+    `blamed`: a delivery the supervisor itself singled out (the one that timed out).
+    """
+    roles: list[tuple[int, str, str]] = []
+    started_ids = {s.delivery_id for s in started}
+    if blamed is not None and blamed in started_ids:
+        roles += [(s.delivery_id, s.token, CULPRIT if s.delivery_id == blamed else RELEASED)
+                  for s in started]
+    elif len(started) == 1:
+        roles.append((started[0].delivery_id, started[0].token, CULPRIT))
+    else:
+        roles += [(s.delivery_id, s.token, SUSPECT) for s in started]
+    roles += [(d, t, RELEASED) for d, t in leased if d not in started_ids]
+    return roles

@@ -1,0 +1,92 @@
+"""After a child dies: read its fault file, decide who pays, store the crash record."""
+
+from __future__ import annotations
+
+import logging
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pillbox
+from pillbox import defaults
+from pillbox.broker import SQLBroker
+from pillbox.forensics import blackbox, faultlog
+from pillbox.forensics.classify import ExitStatus, classify
+from pillbox.messages import CrashRecord
+from pillbox.supervisor.attribution import attribute
+from pillbox.supervisor.child import ChildProcess
+
+log = logging.getLogger("pillbox.supervisor")
+
+#: Frames in these files are not the application's: the standard library and pillbox.
+LIBRARY_PATHS = (sysconfig.get_paths()["stdlib"], str(Path(pillbox.__file__).parent))
+
+
+def oom_kills() -> int:
+    """The kernel's OOM-kill counter for our cgroup (v2 memory.events, v1 oom_control), or -1."""
+    for path, key in (("/sys/fs/cgroup/memory.events", "oom_kill"),
+                      ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill")):
+        try:
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return -1
+
+
+def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
+                 oom_before: int) -> CrashRecord:
+    exit_status = ExitStatus.from_wait(status)
+    oom_after = oom_kills()
+    cause = classify(exit_status, child.killed_for, oom_before >= 0 and oom_after > oom_before)
+    focus = None
+    if child.blamed is not None and child.blamed in child.started:
+        focus = child.started[child.blamed].thread
+    traceback = read_fault(child.run_dir, child.pid, focus)
+    top = faultlog.top_frame(traceback, LIBRARY_PATHS)
+    in_flight: list[dict[str, Any]] = [
+        {"delivery_id": s.delivery_id, "subscription": s.subscription, "message_id": s.message_id,
+         "running_s": round(now - s.started_at, 3)} for s in child.started.values()
+    ] + [{"request": f"{r['method']} {r['path']}", "running_s": round(now - r["started_at"], 3)}
+         for r in child.requests.values()]
+    what = _what(in_flight)
+    summary = f"{cause} ({exit_status.describe()}) in {child.spec.name} pid {child.pid}{what}"
+    if top:
+        summary += f" at {top}"
+    return CrashRecord(at=now, work_type=child.spec.work_type, pid=child.pid,
+                       exit_code=exit_status.exit_code, signal=exit_status.signal, cause=cause,
+                       in_flight=in_flight, traceback=traceback,
+                       peak_rss_bytes=max(child.peak_rss, rusage_peak),
+                       log_tail="\n".join(child.log_tail), summary=summary)
+
+
+def _what(in_flight: list[dict[str, Any]]) -> str:
+    if not in_flight:
+        return ", nothing in flight"
+    first = in_flight[0]
+    if "request" in first:
+        label = f"request {first['request']}"
+    else:
+        label = f"{first['subscription']} delivery {first['delivery_id']}"
+    more = f" (+{len(in_flight) - 1} more)" if len(in_flight) > 1 else ""
+    return f" while handling {label}{more}"
+
+
+def read_fault(run_dir: str, pid: int, focus_thread: str | None) -> str:
+    path = blackbox.fault_path(run_dir, pid)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        path.unlink(missing_ok=True)
+    return faultlog.arrange(text, focus_thread, defaults.OTHER_THREADS_MAX_LINES)
+
+
+def store(broker: SQLBroker, child: ChildProcess, record: CrashRecord) -> int:
+    """Save the record and charge, suspect or release what the child held."""
+    owner_leases = broker.leases_of(child.owner)
+    roles = attribute(list(child.started.values()), owner_leases, child.blamed)
+    return broker.record_crash(record, roles)

@@ -1,0 +1,259 @@
+"""The supervisor loop.
+
+Responsibilities, each tick:
+1. read children's event pipes (ready, heartbeats, deliveries and requests in flight) and
+   output (kept as a tail, forwarded under a rate limit);
+2. reap dead children: post-mortem (crash record, attribution), then restart per policy;
+3. watch the living: per-delivery timeouts, memory limits, missing heartbeats;
+4. act on signals (SIGTERM/SIGINT: drain and stop; SIGCHLD only wakes the loop).
+
+Signal handlers only write to a wake-up pipe; everything happens here, in one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pillbox import defaults
+from pillbox.broker import SQLBroker, open_broker
+from pillbox.forensics.faultlog import top_frame
+from pillbox.logs import Log
+from pillbox.supervisor import postmortem
+from pillbox.supervisor.child import ChildProcess, ChildSpec
+from pillbox.supervisor.policy import CrashLoopDetector, RestartTracker
+
+EX_OK = 0
+SAMPLE_RSS_EVERY_S = 0.2
+RESCUE_EVERY_S = 5.0
+
+
+@dataclass
+class Options:
+    app_path: str
+    database: str
+    run_dir: str
+    workers: int = 2
+    web_workers: int = defaults.WEB_WORKERS
+    lane: bool = True
+    web_socket: socket.socket | None = None
+    crons: bool = False
+    memory_limit_bytes: int | None = None
+    shutdown_grace_s: float = defaults.SHUTDOWN_GRACE_S
+
+
+class Supervisor:
+    def __init__(self, options: Options, log: Log) -> None:
+        self.options = options
+        self.log = log
+        self.children = [ChildProcess(spec, options.app_path, options.run_dir)
+                         for spec in self._specs()]
+        self.trackers = {c.spec.name: RestartTracker() for c in self.children}
+        self.loops = {wt: CrashLoopDetector() for wt in ("worker", "web", "cron")}
+        self.broker: SQLBroker | None = None
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.selector = selectors.DefaultSelector()
+        self.restarts: dict[str, list[float]] = {"worker": [], "web": [], "cron": []}
+        self._last_rss = self._last_rescue = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        self._oom_baseline = postmortem.oom_kills()
+
+    def _specs(self) -> list[ChildSpec]:
+        o = self.options
+        specs = [ChildSpec(f"worker.{i + 1}", "worker") for i in range(o.workers)]
+        if o.lane and o.workers:
+            specs.append(ChildSpec("worker.lane", "lane"))
+        if o.web_socket is not None:
+            fd = o.web_socket.fileno()
+            specs += [ChildSpec(f"web.{i + 1}", "web", pass_fds=(fd,),
+                                env={"PILLBOX_SOCKET_FD": str(fd)})
+                      for i in range(o.web_workers)]
+        if o.crons:
+            specs.append(ChildSpec("cron.1", "cron"))
+        for spec in specs:
+            spec.env["PILLBOX_SHUTDOWN_GRACE"] = str(o.shutdown_grace_s)
+        return specs
+
+    # -- main loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        self.broker = open_broker(self.options.database, pool_size=2, migrate=False)
+        now = time.time()
+        for child in self.children:
+            self._spawn(child, now)
+        self.log.event("supervisor.started", f"pillbox supervisor pid {os.getpid()}: "
+                       + ", ".join(c.spec.name for c in self.children), pid=os.getpid())
+        while True:
+            self._wait(0.05)
+            now = time.time()
+            self._read(now)
+            self._reap(now)
+            if self.stopping:
+                if not any(c.alive for c in self.children):
+                    break
+                if now > self.stop_deadline:
+                    for child in self.children:
+                        child.signal_group(signal.SIGKILL)
+            else:
+                self._watch(now)
+                self._restart_due(now)
+            for child in self.children:
+                child.escalate(now)
+        self.log.event("supervisor.stopped", "all children stopped; bye")
+        self.broker.close()
+        return EX_OK
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        signal.set_wakeup_fd(self._wake_w)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.time() + self.options.shutdown_grace_s + 5.0
+            # handlers only flag; children are told from the loop below via _stop_children
+            self._stop_children()
+
+    def _stop_children(self) -> None:
+        for child in self.children:
+            child.restart_at = None
+            child.signal(signal.SIGTERM)
+
+    def _wait(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    # -- children ------------------------------------------------------------------------
+    def _spawn(self, child: ChildProcess, now: float) -> None:
+        child.spawn(now)
+        self.selector.register(child.events_fd, selectors.EVENT_READ, child)
+        self.selector.register(child.output_fd, selectors.EVENT_READ, child)
+
+    def _read(self, now: float) -> None:
+        for child in self.children:
+            if child.alive:
+                self._drain(child, now)
+
+    def _drain(self, child: ChildProcess, now: float) -> None:
+        child.read_events(now)
+        for line in child.read_output():
+            self.log.child_line(f"{child.spec.name}:{child.pid}", line, now)
+
+    def _reap(self, now: float) -> None:
+        for child in self.children:
+            if not child.alive:
+                continue
+            reaped = child.reap()
+            if reaped is None:
+                continue
+            status, rusage_peak = reaped
+            self._drain(child, now)
+            self._forget(child)
+            child.signal_group(signal.SIGKILL)  # anything the child started dies with it
+            if self.stopping and child.killed_for is None:
+                self.log.event("child.stopped", f"{child.spec.name} pid {child.pid} stopped",
+                               child=child.spec.name)
+            else:
+                self._postmortem(child, status, rusage_peak, now)
+            child.close_pipes()
+            if not self.stopping:
+                self._schedule_restart(child, now)
+
+    def _forget(self, child: ChildProcess) -> None:
+        for fd in (child.events_fd, child.output_fd):
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
+
+    def _postmortem(self, child: ChildProcess, status: int, rusage_peak: int,
+                    now: float) -> None:
+        assert self.broker is not None
+        record = postmortem.build_record(child, status, rusage_peak, now, self._oom_baseline)
+        try:
+            crash_id = postmortem.store(self.broker, child, record)
+        except Exception as exc:
+            self.log.event("crash.unstored", f"{record.summary} (could not store: {exc})",
+                           level="error")
+            return
+        self.log.event("child.crashed", f"crash #{crash_id}: {record.summary} — "
+                       f"pillbox crashes show {crash_id}", level="error", crash_id=crash_id,
+                       cause=record.cause, child=child.spec.name, pid=child.pid,
+                       top_frame=top_frame(record.traceback, postmortem.LIBRARY_PATHS),
+                       message_ids=[s.message_id for s in child.started.values()])
+        if self.loops[child.spec.work_type].on_crash(now):
+            suspects = sorted({s.message_id for s in child.started.values()})
+            self.log.event("crash.loop", f"CRASH LOOP: {child.spec.work_type} crashed "
+                           f"{len(self.loops[child.spec.work_type].times)} times in "
+                           f"{defaults.CRASH_LOOP_WINDOW_S:.0f}s; suspects: "
+                           f"{', '.join(suspects) or 'none in flight'}", level="critical")
+
+    def _schedule_restart(self, child: ChildProcess, now: float) -> None:
+        delay = self.trackers[child.spec.name].on_exit(child.started_at, now)
+        child.restart_at = now + delay
+        self.restarts[child.spec.work_type].append(now)
+        if delay:
+            self.log.event("child.backoff", f"restarting {child.spec.name} in {delay:.1f}s",
+                           child=child.spec.name, delay_s=delay)
+
+    def _restart_due(self, now: float) -> None:
+        for child in self.children:
+            if not child.alive and child.restart_at is not None and now >= child.restart_at:
+                self._spawn(child, now)
+
+    # -- watching ------------------------------------------------------------------------
+    def _watch(self, now: float) -> None:
+        sample = now - self._last_rss >= SAMPLE_RSS_EVERY_S
+        if sample:
+            self._last_rss = now
+            self._oom_baseline = postmortem.oom_kills()
+        for child in self.children:
+            if not child.alive or child.killed_for is not None:
+                continue
+            overdue = child.overdue(now)
+            if overdue is not None:
+                self.log.event("delivery.timeout", f"{child.spec.name}: delivery "
+                               f"{overdue.delivery_id} of {overdue.subscription} ran past its "
+                               f"{overdue.timeout_s:g}s timeout; ending the process",
+                               level="error")
+                child.kill("timeout", now, blamed=overdue.delivery_id)
+            elif sample and self._over_memory(child):
+                child.kill("memory", now, grace_s=0)
+            elif child.ready and now - child.last_heartbeat > defaults.STALL_TIMEOUT_S:
+                self.log.event("child.stalled", f"{child.spec.name}: no heartbeat for "
+                               f"{defaults.STALL_TIMEOUT_S:.0f}s; restarting it", level="error")
+                child.kill("stalled", now, grace_s=0)
+        if now - self._last_rescue > RESCUE_EVERY_S:
+            self._last_rescue = now
+            self._rescue(now)
+
+    def _over_memory(self, child: ChildProcess) -> bool:
+        rss = child.sample_rss()
+        limit = child.memory_limit(self.options.memory_limit_bytes)
+        if limit is None or rss <= limit:
+            return False
+        self.log.event("child.memory", f"{child.spec.name}: RSS {rss / 2**20:.0f} MiB over its "
+                       f"limit of {limit / 2**20:.0f} MiB; ending the process", level="error")
+        return True
+
+    def _rescue(self, now: float) -> None:
+        assert self.broker is not None
+        try:
+            self.broker.rescue_expired(now)
+        except Exception as exc:
+            self.log.event("db.trouble", f"rescuing expired leases: {exc}", level="warning")

@@ -1,0 +1,94 @@
+"""ASGI middleware around the user's app, in every web process.
+
+1. `/_pillbox/health` (liveness) and `/_pillbox/ready` (database reachable);
+2. report each request in flight to the supervisor, so a crash record names it;
+3. an exception escaping the app becomes a 500 (if nothing was sent yet) and a stored error
+   with method, path and traceback. The app's own exception handlers run first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pillbox.app import App
+from pillbox.protocol import Reporter
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("pillbox.web")
+
+
+class Guard:
+    def __init__(self, app: App, inner: ASGIApp, reporter: Reporter) -> None:
+        self.app = app
+        self.inner = inner
+        self.reporter = reporter
+        self._ids = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == "/_pillbox/health":
+            await _json(send, 200, {"status": "ok"})
+            return
+        if path == "/_pillbox/ready":
+            await self._ready(send)
+            return
+        await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = str(next(self._ids))
+        method, path = scope.get("method", "?"), scope.get("path", "")
+        self.reporter.send("req", r=request_id, m=method, p=path[:300])
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, tracking_send)
+        except Exception as exc:
+            self._record(method, path, exc)
+            if not started:
+                await _json(send, 500, {"error": "internal server error"})
+        finally:
+            self.reporter.send("reqdone", r=request_id)
+
+    def _record(self, method: str, path: str, exc: Exception) -> None:
+        text = "".join(traceback.format_exception(exc))
+        log.error("%s %s raised %s: %s", method, path, type(exc).__name__, str(exc)[:200])
+        try:
+            self.app.broker.record_event("web_error", f"{method} {path}\n{text}", time.time())
+        except Exception as store_exc:
+            log.error("could not store the web error: %s", store_exc)
+
+    async def _ready(self, send: Send) -> None:
+        try:
+            self.app.broker.paused()
+        except Exception as exc:
+            await _json(send, 503, {"status": "unavailable", "database": str(exc)[:300]})
+            return
+        await _json(send, 200, {"status": "ready"})
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})

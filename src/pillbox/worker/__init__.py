@@ -1,0 +1,1 @@
+"""Code that runs inside a worker child: consume subscriptions, run handlers under guards."""

@@ -1,0 +1,95 @@
+"""Runs one leased delivery: report start, call the handler under guards, ack or nack, report
+done. Anything the handler raises becomes a nack with its traceback kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from pillbox import retry
+from pillbox.broker import SQLBroker
+from pillbox.forensics import blackbox
+from pillbox.messages import Lease
+from pillbox.policy import Subscription
+from pillbox.protocol import Reporter
+
+log = logging.getLogger("pillbox.worker")
+
+
+class InFlight:
+    """Leases this process holds, for lease extension and shutdown release."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[int, Lease] = {}
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases[lease.delivery_id] = lease
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.pop(lease.delivery_id, None)
+
+    def tokens(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return [(lease.delivery_id, lease.token) for lease in self._leases.values()]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._leases)
+
+
+class Executor:
+    def __init__(self, broker: SQLBroker, reporter: Reporter, inflight: InFlight,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.broker = broker
+        self.reporter = reporter
+        self.inflight = inflight
+        self.clock = clock
+
+    def run(self, sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
+        message = lease.message
+        blackbox.set_context({"delivery_id": message.delivery_id, "message_id": message.id,
+                              "subscription": sub.name})
+        self.reporter.send("start", d=message.delivery_id, k=lease.token, s=sub.name,
+                           m=message.id, to=sub.timeout_s, ml=sub.memory_limit_bytes,
+                           th=hex(threading.get_ident()))
+        try:
+            self._call(sub, lease, loop)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self._failed(sub, lease, traceback.format_exc(), exc)
+        else:
+            if not self.broker.ack(lease, self.clock()):
+                log.warning("delivery %s of %s: lease lost before ack (it will be redelivered)",
+                            message.delivery_id, sub.name)
+        finally:
+            blackbox.set_context(None)
+            self.inflight.remove(lease)
+            self.reporter.send("done", d=message.delivery_id)
+
+    @staticmethod
+    def _call(sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
+        if sub.is_async:
+            assert loop is not None
+            loop.run_until_complete(sub.handler(lease.message))  # type: ignore[arg-type]
+        else:
+            sub.handler(lease.message)
+
+    def _failed(self, sub: Subscription, lease: Lease, text: str, exc: BaseException) -> None:
+        message = lease.message
+        now = self.clock()
+        decision = retry.decide(message.attempt, sub.max_attempts, sub.min_backoff_s,
+                                sub.max_backoff_s, now)
+        self.broker.nack(lease, text, decision.retry_at, now)
+        fate = ("dead (max attempts)" if decision.retry_at is None
+                else f"retry in {decision.retry_at - now:.1f}s")
+        log.warning("delivery %s of %s failed (attempt %s/%s, %s): %s: %s", message.delivery_id,
+                    sub.name, message.attempt, sub.max_attempts, fate, type(exc).__name__,
+                    str(exc)[:200])
