@@ -41,9 +41,7 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
     exit_status = ExitStatus.from_wait(status)
     oom_after = oom_kills()
     cause = classify(exit_status, child.killed_for, oom_before >= 0 and oom_after > oom_before)
-    focus = None
-    if child.blamed is not None and child.blamed in child.started:
-        focus = child.started[child.blamed].thread
+    focus = _focus_thread(child)
     traceback = read_fault(child.run_dir, child.pid, focus)
     top = faultlog.top_frame(traceback, LIBRARY_PATHS)
     in_flight: list[dict[str, Any]] = [
@@ -60,6 +58,17 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
                        in_flight=in_flight, traceback=traceback,
                        peak_rss_bytes=max(child.peak_rss, rusage_peak),
                        log_tail="\n".join(child.log_tail), summary=summary)
+
+
+def _focus_thread(child: ChildProcess) -> str | None:
+    """The thread whose stack goes first: the blamed delivery's, else the longest-running
+    delivery's when the supervisor killed the process (its own dump comes from the main
+    thread), else faulthandler's "current" (crashing) thread."""
+    if child.blamed is not None and child.blamed in child.started:
+        return child.started[child.blamed].thread
+    if child.killed_for is not None and child.started:
+        return min(child.started.values(), key=lambda s: s.started_at).thread
+    return None
 
 
 def _what(in_flight: list[dict[str, Any]]) -> str:

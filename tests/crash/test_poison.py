@@ -1,0 +1,117 @@
+"""A message that kills its process is quarantined after exactly max_crashes crashes, with
+the evidence attached; the messages that shared its process lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from helpers import eventually
+
+pytestmark = pytest.mark.crash
+
+MAX_CRASHES = 3  # the fixture subscription's default
+
+
+def publish_batch(app, good: int, poison_mode: str) -> tuple[list[str], str]:
+    ids = []
+    poison = ""
+    for i in range(good + 1):
+        if i == good // 4:
+            poison = app.publish("jobs", {"mode": poison_mode, "i": i})
+        else:
+            ids.append(app.publish("jobs", {"mode": "ok", "i": i}))
+    return ids, poison
+
+
+def settle(running, total: int, timeout_s: float) -> None:
+    """Wait until every delivery is acked or dead."""
+
+    def settled() -> bool:
+        done = running.broker.deliveries(subscription="jobs", state="acked")
+        dead = running.broker.deliveries(subscription="jobs", state="dead")
+        assert running.proc.poll() is None, running.output()[-3000:]
+        assert len(done) + len(dead) == total, (len(done), len(dead))
+        return True
+
+    eventually(settled, timeout_s=timeout_s, interval_s=0.1)
+
+
+def assert_quarantined_alone(running, good_ids: list[str], poison_id: str, cause: str) -> None:
+    broker = running.broker
+    (poison,) = broker.deliveries(message_id=poison_id)
+    poison = broker.delivery(poison.id)
+    assert poison is not None
+    assert poison.state == "dead"
+    assert poison.dead_reason == "poison pill"
+    assert poison.crashes == MAX_CRASHES
+    charged = [c for c in (broker.crash(i) for i in poison.crash_ids) if c is not None]
+    assert len(charged) >= MAX_CRASHES
+    assert {c.cause for c in charged} == {cause}, [c.summary for c in charged]
+
+    others = broker.deliveries(subscription="jobs", limit=10_000)
+    innocents = [d for d in others if d.message_id != poison_id]
+    assert len(innocents) == len(good_ids)
+    assert all(d.state == "acked" for d in innocents), [d for d in innocents if d.state != "acked"]
+    assert all(d.crashes == 0 for d in innocents)
+    ran_ok = {row[0] for row in running.handler_runs() if row[2] == "ok"}
+    assert set(good_ids) <= ran_ok
+
+
+@pytest.mark.parametrize(
+    ("mode", "cause", "frame"),
+    [
+        ("segfault", "segfault", "in act"),
+        ("abort", "abort", "in act"),
+        ("exit", "exit", None),  # os._exit runs no handler: there is no stack to capture
+        ("hang", "timeout", "in act"),
+        ("oom", "memory", "in act"),
+    ],
+)
+def test_poison_is_quarantined_and_innocents_are_not_charged(
+    fixture_app, run_app, db_url, mode, cause, frame
+):
+    good = 200 if mode == "segfault" else 60
+    good_ids, poison_id = publish_batch(fixture_app, good, mode)
+    running = run_app(db_url, "--workers", "2", CRASHAPP_TIMEOUT="1.5")
+    settle(running, good + 1, timeout_s=90)
+    assert_quarantined_alone(running, good_ids, poison_id, cause)
+
+    poison = running.broker.deliveries(message_id=poison_id)[0]
+    record = running.broker.crash(running.broker.delivery(poison.id).crash_ids[-1])
+    assert record is not None
+    assert any(item.get("message_id") == poison_id for item in record.in_flight)
+    if frame is not None:
+        first_thread = record.traceback.split("\n\n")[0]
+        assert "crashapp.py" in first_thread and frame in first_thread, record.traceback
+    assert running.stop() == 0
+
+
+def test_worker_killed_from_outside_is_a_crash_of_cause_killed(fixture_app, run_app, db_url):
+    message_id = fixture_app.publish("jobs", {"mode": "slow", "seconds": 30})
+    running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="60")
+
+    def leased() -> int:
+        deliveries = running.broker.deliveries(message_id=message_id, state="leased")
+        assert len(deliveries) == 1
+        return deliveries[0].id
+
+    delivery_id = eventually(leased, timeout_s=30)
+    started = eventually(lambda: [r for r in running.handler_runs() if r[2] == "start:slow"],
+                         timeout_s=30)
+    pid = int(started[0][3])
+    os.kill(pid, signal.SIGKILL)
+
+    def charged():
+        delivery = running.broker.delivery(delivery_id)
+        assert delivery is not None and delivery.crashes == 1
+        return delivery
+
+    delivery = eventually(charged, timeout_s=30)
+    record = running.broker.crash(delivery.crash_ids[0])
+    assert record is not None and record.cause == "killed"
+    assert record.signal == signal.SIGKILL
+    assert [item["delivery_id"] for item in record.in_flight] == [delivery_id]
+    assert running.stop() == 0

@@ -1,0 +1,137 @@
+"""The supervised runtime's other promises: handler failures are retried then dead with the
+traceback kept, thread errors are recorded with their delivery, nothing is orphaned, and
+SIGTERM drains without losing anything."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from helpers import eventually
+
+pytestmark = pytest.mark.crash
+
+
+def test_handler_exception_is_retried_then_dead_with_traceback(fixture_app, run_app, db_url):
+    message_id = fixture_app.publish("jobs", {"mode": "raise"})
+    async_id = fixture_app.publish("async-jobs", {"mode": "raise"})
+    ok_id = fixture_app.publish("async-jobs", {"mode": "ok"})
+    running = run_app(db_url, "--workers", "1")
+
+    def dead(mid: str):
+        deliveries = running.broker.deliveries(message_id=mid, state="dead")
+        assert len(deliveries) == 1
+        return deliveries[0]
+
+    delivery = eventually(lambda: dead(message_id), timeout_s=30)
+    assert delivery.dead_reason == "max attempts"
+    assert delivery.attempt == 3  # the fixture's max_attempts
+    assert delivery.crashes == 0
+    assert "ValueError: bad payload" in delivery.last_error
+    assert 'crashapp.py", line' in delivery.last_error
+    async_dead = eventually(lambda: dead(async_id), timeout_s=30)
+    assert "KeyError" in async_dead.last_error and async_dead.attempt == 2
+    eventually(lambda: running.broker.deliveries(message_id=ok_id, state="acked"), timeout_s=30)
+    failures = running.broker.events(kind="failed")
+    assert sum(1 for e in failures if e["message_id"] == message_id) == 3
+    assert running.broker.crashes() == []  # exceptions are failures, never crashes
+    assert running.stop() == 0
+
+
+def test_exception_in_a_handler_thread_is_recorded_with_its_delivery(fixture_app, run_app,
+                                                                     db_url):
+    message_id = fixture_app.publish("jobs", {"mode": "thread"})
+    running = run_app(db_url, "--workers", "1")
+
+    def recorded():
+        events = running.broker.events(kind="thread_error")
+        assert len(events) == 1
+        return events[0]
+
+    event = eventually(recorded, timeout_s=30)
+    delivery = running.broker.deliveries(message_id=message_id)[0]
+    assert event["delivery_id"] == delivery.id
+    assert event["message_id"] == message_id
+    assert "RuntimeError: library thread died" in event["detail"]
+    assert "library-thread" in event["detail"]
+    eventually(lambda: running.broker.deliveries(message_id=message_id, state="acked"),
+               timeout_s=30)
+    assert running.stop() == 0
+
+
+def test_a_crashed_workers_grandchildren_are_killed(fixture_app, run_app, db_url):
+    fixture_app.publish("jobs", {"mode": "spawn"})
+    running = run_app(db_url, "--workers", "1")
+    spawned = eventually(lambda: [r for r in running.handler_runs()
+                                  if r[2].startswith("spawned:")], timeout_s=30)
+    grandchild = int(spawned[0][2].split(":")[1])
+    eventually(lambda: running.broker.crashes(), timeout_s=30)
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    eventually(gone, timeout_s=10)
+    assert running.stop() == 0
+
+
+def test_killing_the_supervisor_leaves_no_orphans(fixture_app, run_app, db_url):
+    running = run_app(db_url, "--workers", "2")
+    children = eventually(lambda: len(running.children()) >= 3 and running.children(),
+                          timeout_s=30)
+    pids = [child.pid for child in children]
+    running.proc.send_signal(signal.SIGKILL)
+    running.proc.wait()
+
+    def all_gone() -> bool:
+        alive = [pid for pid in pids if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert alive == []
+        return True
+
+    eventually(all_gone, timeout_s=20)
+
+
+def test_sigterm_drains_in_flight_work_and_loses_nothing(fixture_app, run_app, db_url):
+    ids = [fixture_app.publish("jobs", {"mode": "slow", "seconds": 0.5}) for _ in range(12)]
+    running = run_app(db_url, "--workers", "1")
+    eventually(lambda: running.broker.deliveries(subscription="jobs", state="leased"),
+               timeout_s=30)
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.wait(timeout=60) == 0
+    deliveries = running.broker.deliveries(subscription="jobs")
+    assert sorted(d.message_id for d in deliveries) == sorted(ids)
+    states = {d.state for d in deliveries}
+    assert states <= {"acked", "available"}, states
+    assert "acked" in states  # the in-flight handlers were allowed to finish
+    assert all(d.crashes == 0 for d in deliveries)
+    for delivery in deliveries:
+        if delivery.state == "available":
+            assert delivery.attempt == 0  # released without an attempt penalty
+    assert running.broker.crashes() == []
+    running.stop()
+
+
+def test_supervisor_restarts_a_crashed_worker_at_once(fixture_app, run_app, db_url):
+    running = run_app(db_url, "--workers", "1")
+    first = eventually(lambda: [pid for pid, role in running.roles().items()
+                                if role == "worker"], timeout_s=30)
+    os.kill(first[0], signal.SIGKILL)
+
+    def replaced():
+        workers = [pid for pid, role in running.roles().items() if role == "worker"]
+        assert workers and first[0] not in workers
+        return workers
+
+    eventually(replaced, timeout_s=10)
+    message_id = fixture_app.publish("jobs", {"mode": "ok"})
+    eventually(lambda: running.broker.deliveries(message_id=message_id, state="acked"),
+               timeout_s=30)
+    (record,) = running.broker.crashes()
+    assert record.cause == "killed" and record.in_flight == []
+    assert running.stop() == 0
