@@ -163,8 +163,9 @@ class App:
     ) -> str:
         """Store a message durably (before returning) for every subscription of `topic`.
 
-        `conn`: a psycopg connection whose open transaction the publish joins (PostgreSQL):
-        the message then exists if and only if that transaction commits.
+        `conn`: a connection to the same database (psycopg, or sqlite3 for a SQLite file)
+        whose open transaction the publish joins: the message then exists if and only if
+        that transaction commits.
         Returns the message id.
         """
         if topic not in self.topics:
@@ -175,12 +176,8 @@ class App:
         text = payload.encode(data, self.max_payload_bytes)
         broker = self.broker
         if conn is not None:
-            publish_in = getattr(broker, "publish_in", None)
-            if publish_in is None:
-                raise ConfigError("publish(conn=...) needs a PostgreSQL database")
-            result: str = publish_in(conn, topic, text, time.time(), attributes=attributes,
+            return broker.publish_in(conn, topic, text, time.time(), attributes=attributes,
                                      delay_s=delay or 0.0)
-            return result
         return broker.publish(topic, text, time.time(), attributes=attributes,
                               delay_s=delay or 0.0)
 

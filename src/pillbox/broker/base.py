@@ -130,6 +130,17 @@ class SQLBroker(ABC):
                 self._publish_with(cur, params)
         return message_id
 
+    def publish_in(self, conn: Any, topic: str, payload_json: str, now: float, *,
+                   attributes: dict[str, str] | None = None, delay_s: float = 0.0) -> str:
+        """Publish inside the caller's open transaction on `conn` (a psycopg or sqlite3
+        connection to this database): the message exists if and only if it commits."""
+        cur = conn.cursor()
+        try:
+            return self.publish(topic, payload_json, now, attributes=attributes,
+                                delay_s=delay_s, cursor=cur)
+        finally:
+            cur.close()
+
     def publish_batch(self, topic: str, payloads_json: Sequence[str], now: float) -> list[str]:
         """Store many messages in one transaction (used by benchmarks and bulk loads)."""
         ids = []

@@ -86,15 +86,6 @@ class PostgresBroker(SQLBroker):
     def notify(self, cur: Any, topic: str) -> None:
         cur.execute(self.q["notify"], {"topic": topic})
 
-    def publish_in(self, conn: psycopg.Connection[Any], topic: str, payload_json: str,
-                   now: float, *, attributes: dict[str, str] | None = None,
-                   delay_s: float = 0.0) -> str:
-        """Publish inside the caller's transaction on `conn`: the message exists iff it
-        commits."""
-        with conn.cursor() as cur:
-            return self.publish(topic, payload_json, now, attributes=attributes,
-                                delay_s=delay_s, cursor=cur)
-
     def wait_for_work(self, timeout_s: float) -> set[str] | None:
         """Block until a publish is notified (returns its topics) or the timeout passes."""
         if self._listener is None:

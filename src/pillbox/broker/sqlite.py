@@ -60,6 +60,8 @@ class SQLiteBroker(SQLBroker):
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as exc:
+            raise DatabaseError(f"SQLite database {self.path!r}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(
                 f"{self.path!r} cannot be opened as a SQLite database ({exc}); "
@@ -132,6 +134,10 @@ class SQLiteBroker(SQLBroker):
                 conn.execute(self.q["record_migration"],
                              {"version": version, "name": name, "now": time.time()})
             conn.commit()
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise DatabaseError(f"SQLite database {self.path!r}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
                 conn.rollback()

@@ -27,6 +27,7 @@ def resolve_web(app: App) -> object:
 
 def serve(app: App, reporter: Reporter, socket_fd: int) -> int:
     app.configure_pool(4)
+    app.broker  # noqa: B018 - open before serving, never first inside a request's transaction
     guard = Guard(app, resolve_web(app), reporter)  # type: ignore[arg-type]
     config = uvicorn.Config(guard, fd=socket_fd, lifespan="auto", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=10)
