@@ -1,23 +1,33 @@
 """Cron declarations and the pure schedule arithmetic (parsing is croniter's job).
 
-Time zones and DST, the rule: a schedule is read in the cron's wall-clock time.
-- A wall time that does not exist (spring forward) runs at the same offset from the start of
-  the gap, i.e. shifted forward by the gap: 01:30 Europe/London on the spring-forward day runs
-  at 02:30 BST, once.
-- A wall time that happens twice (fall back) runs once, at its first occurrence.
-- Two wall times that map to the same instant run once.
+A schedule is standard 5-field cron (minute hour day month weekday), or 6 fields with seconds
+first. It is read in the cron's wall-clock time (`tz`), and the UTC instants it fires at follow
+this rule around daylight-saving changes:
+
+- A wall time that does not exist (spring forward) runs shifted forward by the gap: 01:30
+  Europe/London on the spring-forward day runs at 02:30 BST, once.
+- A wall time that happens twice (fall back) runs once, at its first occurrence, unless the
+  schedule fires in every hour (its hour field is `*`: hourly, every 15 minutes, every 10
+  seconds...): such a schedule runs at both occurrences, which are distinct real instants,
+  so it keeps its real-time rhythm through the repeated hour.
+- Never two runs at one instant: wall times that map to the same instant run once (hourly on
+  the spring-forward day: 01:00 shifted is 02:00 BST, which is also the 02:00 run).
+
+So a daily 01:30 cron runs once on both change days; an hourly cron runs 23 times on the
+spring-forward day and 25 times on the fall-back day, exactly once per real hour.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from pillbox.errors import CronError
 from pillbox.messages import Message
@@ -25,7 +35,13 @@ from pillbox.policy import Subscription, check_name
 
 CATCH_UP = ("latest", "all", "none")
 CRON_PREFIX = "cron."
-_MARGIN = timedelta(hours=3)  # covers any DST shift when walking wall-clock time
+MAX_TICKS_PER_PASS = 1000
+"""Most ticks `due_ticks` returns at once (catch_up="all" after a long outage): the rest are
+due on the next pass, so a scheduler never blocks for long."""
+
+_NEAR = timedelta(hours=3)  # longer than any DST shift: how far to look for a transition
+_FIRST_SPAN = timedelta(seconds=2)  # next/latest tick searches start this wide and widen
+_NEVER = timedelta(days=366 * 30)  # a schedule with no tick in this span never fires
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,13 +68,19 @@ class Cron:
             raise CronError(f"{where}: schedule {self.schedule!r} must have 5 fields "
                             "(minute hour day month weekday) or 6 with seconds first")
         try:
-            croniter(self.schedule, datetime(2000, 1, 1), second_at_beginning=True)
-        except (ValueError, KeyError, TypeError) as exc:
+            croniter(self.schedule, datetime(2000, 1, 1), second_at_beginning=True).get_next(
+                datetime)
+        except CroniterError as exc:
+            detail = "it never fires" if "find next date" in str(exc) else str(exc)
+            raise CronError(f"{where}: bad schedule {self.schedule!r}: {detail}") from None
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise CronError(f"{where}: bad schedule {self.schedule!r}: {exc}") from None
-        zone(self.tz, where)
+        zone(self.tz, f"{where} (schedule {self.schedule!r})")
         if self.catch_up not in CATCH_UP:
             raise CronError(f"{where}: catch_up must be one of {', '.join(CATCH_UP)}, "
                             f"got {self.catch_up!r}")
+        if not isinstance(self.overlap, bool):
+            raise CronError(f"{where}: overlap must be True or False, got {self.overlap!r}")
         if not callable(self.func):
             raise CronError(f"{where}: {self.func!r} is not callable")
 
@@ -70,54 +92,104 @@ def zone(name: str, where: str) -> ZoneInfo:
         raise CronError(f"{where}: unknown time zone {name!r}") from None
 
 
-def ticks_between(schedule: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
-    """UTC instants at which the schedule fires, in (start, end], with the DST rule above."""
-    found = []
-    for instant in _instants(schedule, zone(tz, "cron"), start - _MARGIN):
-        if instant > end + _MARGIN:
-            break
-        if start < instant <= end:
-            found.append(instant)
-    return sorted(set(found))
+def ticks_between(schedule: str, tz: str, start: datetime, end: datetime,
+                  limit: int | None = None) -> list[datetime]:
+    """UTC instants at which the schedule fires, in (start, end], sorted, with the DST rule
+    above; only the first `limit` when given (found in widening windows, so a short answer
+    from a long range stays cheap)."""
+    if limit is None:
+        return _ticks(schedule, zone(tz, "cron"), start, end)
+    found: list[datetime] = []
+    low, span = start, _FIRST_SPAN
+    while low < end and len(found) < limit:
+        high = min(end, low + span)
+        found += _ticks(schedule, zone(tz, "cron"), low, high)
+        low, span = high, span * 2
+    return found[:limit]
 
 
 def next_tick(schedule: str, tz: str, after: datetime) -> datetime:
     """The first UTC instant strictly after `after` at which the schedule fires."""
-    best: datetime | None = None
-    for instant in _instants(schedule, zone(tz, "cron"), after - _MARGIN):
-        if instant > after and (best is None or instant < best):
-            best = instant
-        if best is not None and instant > best + _MARGIN:
-            break
-    assert best is not None
-    return best
+    ticks = ticks_between(schedule, tz, after, after + _NEVER, limit=1)
+    if not ticks:
+        raise CronError(f"schedule {schedule!r} never fires after {after.isoformat()}")
+    return ticks[0]
 
 
-def _instants(schedule: str, tz: ZoneInfo, start: datetime) -> Iterator[datetime]:
-    """Walk wall-clock fire times from `start` and map each to UTC (fold=0 rule)."""
-    wall = start.astimezone(tz).replace(tzinfo=None)
-    it = croniter(schedule, wall, second_at_beginning=True)
+def latest_tick(schedule: str, tz: str, since: datetime, until: datetime) -> datetime | None:
+    """The last UTC instant in (since, until] at which the schedule fires, or None."""
+    span = _FIRST_SPAN
     while True:
-        naive: datetime = it.get_next(datetime)
-        yield naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        low = max(since, until - span)
+        ticks = ticks_between(schedule, tz, low, until)
+        if ticks:
+            return ticks[-1]
+        if low == since:
+            return None
+        span *= 8
+
+
+def _ticks(schedule: str, tzinfo: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    every_hour = _every_hour(schedule)
+    # every wall time whose instant can fall in (start, end] lies in [low, high]; the bounds
+    # widen by the DST shift only near a transition, so a per-second schedule stays cheap
+    low = _wall(start, min(_offsets(tzinfo, start)))
+    high = _wall(end, max(_offsets(tzinfo, end)))
+    walk = croniter(schedule, low - timedelta(seconds=1), second_at_beginning=True)
+    found: set[datetime] = set()
+    while True:
+        wall: datetime = walk.get_next(datetime)
+        if wall > high:
+            return sorted(found)
+        for instant in _instants(wall, tzinfo, every_hour):
+            if start < instant <= end:
+                found.add(instant)
+
+
+def _offsets(tzinfo: ZoneInfo, at: datetime) -> list[timedelta]:
+    """UTC offsets in force around `at` (three, to catch a transition within _NEAR)."""
+    return [(at + delta).astimezone(tzinfo).utcoffset() or timedelta(0)
+            for delta in (-_NEAR, timedelta(0), _NEAR)]
+
+
+def _wall(instant: datetime, offset: timedelta) -> datetime:
+    """The naive wall time `instant` reads under `offset`."""
+    return (instant.astimezone(UTC) + offset).replace(tzinfo=None)
+
+
+def _instants(wall: datetime, tzinfo: ZoneInfo, every_hour: bool) -> list[datetime]:
+    """The UTC instants a fire time in wall-clock time runs at (the DST rule)."""
+    first = wall.replace(tzinfo=tzinfo, fold=0)  # a time in a gap: the offset before it
+    second = wall.replace(tzinfo=tzinfo, fold=1)
+    instants = [first.astimezone(UTC)]
+    repeated = (first.utcoffset() or timedelta(0)) > (second.utcoffset() or timedelta(0))
+    if repeated and every_hour:
+        instants.append(second.astimezone(UTC))
+    return instants
+
+
+@functools.lru_cache(maxsize=256)
+def _every_hour(schedule: str) -> bool:
+    """Whether the schedule's hour field matches all 24 hours."""
+    expanded = croniter(schedule, datetime(2000, 1, 1), second_at_beginning=True).expanded
+    return list(expanded[1]) == ["*"] or len(expanded[1]) == 24
 
 
 def due_ticks(cron: Cron, last: datetime | None, started: datetime, now: datetime,
-              grace: timedelta) -> list[datetime]:
-    """Ticks to run now, by the catch-up policy.
+              grace: timedelta, limit: int = MAX_TICKS_PER_PASS) -> list[datetime]:
+    """Ticks to run now, oldest first, by the catch-up policy.
 
     `last`: the latest tick ever claimed (None: never ran, so only ticks since `started`).
-    "all" runs every missed tick, "latest" only the newest, "none" only ticks within `grace`
-    of now.
+    "all" runs every missed tick (at most `limit` per call; the rest on the next call),
+    "latest" only the newest, "none" only ticks within `grace` of now.
     """
-    ticks = ticks_between(cron.schedule, cron.tz, last or started, now)
-    if not ticks:
-        return []
-    if cron.catch_up == "all":
-        return ticks
+    since = started if last is None else last
     if cron.catch_up == "latest":
-        return ticks[-1:]
-    return [t for t in ticks if t >= now - grace]
+        tick = latest_tick(cron.schedule, cron.tz, since, now)
+        return [] if tick is None else [tick]
+    if cron.catch_up == "none":
+        since = max(since, now - grace)
+    return ticks_between(cron.schedule, cron.tz, since, now, limit=limit)
 
 
 def cron_subscription(cron: Cron, *, timeout_s: float, max_attempts: int, max_crashes: int,

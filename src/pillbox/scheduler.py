@@ -3,6 +3,11 @@
 Each tick is claimed by a unique (cron, tick) row in the same transaction that publishes its
 message, so however many cron processes or machines run, a tick runs once. The run itself is
 an ordinary delivery: timeouts, retries, crash attribution and quarantine apply.
+
+Overlap (overlap=False, the default): while a previous run of the cron is unfinished (waiting,
+running, or waiting for a retry), a due tick is skipped: claimed and recorded without a run.
+With catch_up="all" it is not skipped but deferred: claimed once the previous run finished,
+so "all" never drops a tick and never runs two at once.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ log = logging.getLogger("pillbox.cron")
 CATCH_UP_NONE_GRACE = timedelta(seconds=5)
 MAX_SLEEP_S = 1.0
 
+CLAIMED, SKIPPED, DEFERRED, TAKEN = "claimed", "skipped", "deferred", "taken"
+
 
 class Scheduler:
     def __init__(self, app: App, reporter: Reporter,
@@ -44,17 +51,24 @@ class Scheduler:
             self.reporter.send("hb")
             try:
                 self.run_due()
+                sleep_s = self._sleep_s()
             except Exception as exc:
                 log.error("scheduling failed, retrying: %s", exc)
-            self.stopping.wait(self._sleep_s())
+                sleep_s = MAX_SLEEP_S
+            self.stopping.wait(sleep_s)
         return 0
 
     def run_due(self) -> list[tuple[str, datetime]]:
-        """Claim and publish every due tick; returns what this process claimed."""
+        """Claim and publish every due tick; returns the ticks this process published."""
         now = self.clock()
         claimed = []
         for cron in self.app.crons.values():
-            claimed += [(cron.name, t) for t in self._due(cron, now) if self._claim(cron, t)]
+            for tick in self._due(cron, now):
+                outcome = self._claim(cron, tick)
+                if outcome == CLAIMED:
+                    claimed.append((cron.name, tick))
+                elif outcome == DEFERRED:
+                    break  # later ticks wait behind this one
         return claimed
 
     def _due(self, cron: Cron, now: datetime) -> list[datetime]:
@@ -62,16 +76,21 @@ class Scheduler:
         last = datetime.fromtimestamp(last_ts, UTC) if last_ts is not None else None
         return due_ticks(cron, last, self.started, now, CATCH_UP_NONE_GRACE)
 
-    def _claim(self, cron: Cron, tick: datetime) -> bool:
+    def _claim(self, cron: Cron, tick: datetime) -> str:
         broker = self.app.broker
         busy = not cron.overlap and broker.unfinished(cron.subscription) > 0
-        payload = json.dumps({"tick": tick.isoformat(), "skipped": busy})
+        if busy and cron.catch_up == "all":
+            return DEFERRED
+        payload = json.dumps({"cron": cron.name, "tick": tick.isoformat()})
         message_id = broker.claim_tick(cron.name, tick.timestamp(), cron.topic, payload,
                                        time.time(), publish=not busy)
-        if message_id and busy:
+        if message_id is None:
+            return TAKEN  # another cron process claimed it first
+        if busy:
             log.warning("cron %s: tick %s skipped, the previous run is still in flight "
                         "(overlap=False)", cron.name, tick.isoformat())
-        return message_id is not None and not busy
+            return SKIPPED
+        return CLAIMED
 
     def _sleep_s(self) -> float:
         now = self.clock()

@@ -8,6 +8,7 @@ import click
 
 from pillbox import __version__
 from pillbox.cli.crashes import crashes
+from pillbox.cli.drill import drill
 from pillbox.cli.run import run
 
 
@@ -20,6 +21,7 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(crashes)
+cli.add_command(drill)
 
 
 def main(argv: list[str] | None = None) -> int:
