@@ -40,6 +40,7 @@ MAX_TICKS_PER_PASS = 1000
 due on the next pass, so a scheduler never blocks for long."""
 
 _NEAR = timedelta(hours=3)  # longer than any DST shift: how far to look for a transition
+_STEP = timedelta(seconds=1)  # a schedule's resolution: croniter walks strictly after low
 _FIRST_SPAN = timedelta(seconds=2)  # next/latest tick searches start this wide and widen
 _NEVER = timedelta(days=366 * 30)  # a schedule with no tick in this span never fires
 
@@ -130,26 +131,37 @@ def latest_tick(schedule: str, tz: str, since: datetime, until: datetime) -> dat
 
 
 def _ticks(schedule: str, tzinfo: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """ticks_between for one zone. A wall time W runs at W minus an offset the zone was in
+    near W (the DST rule), so only wall times in (start + offset, end + offset] matter, for
+    each such offset: a walk that is as cheap as the window is wide, even at a transition."""
     every_hour = _every_hour(schedule)
-    # every wall time whose instant can fall in (start, end] lies in [low, high]; the bounds
-    # widen by the DST shift only near a transition, so a per-second schedule stays cheap
-    low = _wall(start, min(_offsets(tzinfo, start)))
-    high = _wall(end, max(_offsets(tzinfo, end)))
-    walk = croniter(schedule, low - timedelta(seconds=1), second_at_beginning=True)
     found: set[datetime] = set()
-    while True:
-        wall: datetime = walk.get_next(datetime)
-        if wall > high:
-            return sorted(found)
-        for instant in _instants(wall, tzinfo, every_hour):
-            if start < instant <= end:
-                found.add(instant)
+    for low, high in _wall_ranges(tzinfo, start, end):
+        walk = croniter(schedule, low, second_at_beginning=True)
+        while True:
+            wall: datetime = walk.get_next(datetime)
+            if wall > high:
+                break
+            for instant in _instants(wall, tzinfo, every_hour):
+                if start < instant <= end:
+                    found.add(instant)
+    return sorted(found)
 
 
-def _offsets(tzinfo: ZoneInfo, at: datetime) -> list[timedelta]:
-    """UTC offsets in force around `at` (three, to catch a transition within _NEAR)."""
-    return [(at + delta).astimezone(tzinfo).utcoffset() or timedelta(0)
-            for delta in (-_NEAR, timedelta(0), _NEAR)]
+def _wall_ranges(tzinfo: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime,
+                                                                                  datetime]]:
+    """Naive wall-time ranges [low, high] holding every wall time whose instant (by the DST
+    rule) can be in (start, end]."""
+    def offset(at: datetime) -> timedelta:
+        return at.astimezone(tzinfo).utcoffset() or timedelta(0)
+
+    if end - start <= _NEAR:  # at most one transition near: one range per offset in force
+        offsets = {offset(start - _NEAR), offset(start), offset(end)}
+        return [(_wall(start, o) - _STEP, _wall(end, o)) for o in sorted(offsets)]
+    # a long window: one range, widened at each end by the shift of a transition there
+    low = min(offset(start - _NEAR), offset(start), offset(start + _NEAR))
+    high = max(offset(end - _NEAR), offset(end), offset(end + _NEAR))
+    return [(_wall(start, low) - _STEP, _wall(end, high))]
 
 
 def _wall(instant: datetime, offset: timedelta) -> datetime:

@@ -231,7 +231,9 @@ class Supervisor:
                                f"{overdue.delivery_id} of {overdue.subscription} ran past its "
                                f"{overdue.timeout_s:g}s timeout; ending the process",
                                level="error")
-                child.kill("timeout", now, blamed=overdue.delivery_id)
+                others = len(child.started) > 1  # they get the grace period to finish
+                child.kill("timeout", now, blamed=overdue.delivery_id,
+                           grace_s=defaults.KILL_GRACE_S if others else 0)
             elif sample and self._over_memory(child):
                 child.kill("memory", now, grace_s=0)
             elif child.ready and now - child.last_heartbeat > defaults.STALL_TIMEOUT_S:

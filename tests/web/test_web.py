@@ -1,0 +1,85 @@
+"""The web tier: a dying web process never makes the port refuse connections; unhandled
+exceptions become 500s with a stored error; health and readiness answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from helpers import eventually
+
+from pillbox.broker import open_broker
+
+pytestmark = pytest.mark.crash
+
+CRASHES = 20
+CRASH_SPACING_S = 0.5
+STREAM_LIMIT_S = 90.0
+
+
+def test_web_process_segfaults_never_refuse_a_connection(web_run, db_url, capsys):
+    run = web_run("--web-workers", "4", "--workers", "0")
+    counts = {"ok": 0, "refused": 0, "other": 0}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        deadline = time.monotonic() + STREAM_LIMIT_S
+        fresh_connections = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=run.base, timeout=30, limits=fresh_connections) as client:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    response = client.get("/ok")
+                    counts["ok" if response.status_code == 200 else "other"] += 1
+                except httpx.ConnectError as exc:
+                    counts["refused"] += 1
+                    errors.append(repr(exc))
+                except httpx.HTTPError as exc:
+                    counts["other"] += 1
+                    errors.append(repr(exc))
+                time.sleep(0.005)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    crash_failures = 0
+    with httpx.Client(base_url=run.base, timeout=30) as client:
+        for _ in range(CRASHES):
+            try:
+                client.get("/crash")
+            except httpx.HTTPError:
+                crash_failures += 1
+            time.sleep(CRASH_SPACING_S)  # pacing the load, not synchronising
+    broker = open_broker(db_url, pool_size=1)
+    eventually(lambda: len(broker.crashes(limit=100)) >= CRASHES, timeout_s=60)
+    stop.set()
+    streamer.join()
+    with capsys.disabled():
+        print(f"\nweb under {CRASHES} segfaults: {counts['ok']} ok, {counts['refused']} refused, "
+              f"{counts['other']} other failures; {crash_failures} crashing requests failed")
+    assert counts["refused"] == 0, errors[:5]
+    assert counts["other"] <= CRASHES, errors[:5]  # only requests inside a dying process
+    assert counts["ok"] > 100
+    assert crash_failures == CRASHES
+    records = broker.crashes(limit=100)
+    assert all(r.work_type == "web" and r.cause == "segfault" for r in records)
+    assert any("GET /crash" in str(r.in_flight) for r in records)
+    assert "in crash" in records[0].traceback
+    broker.close()
+    assert run.stop() == 0
+
+
+def test_unhandled_exception_is_a_500_with_a_stored_error(web_run, db_url):
+    run = web_run("--web-workers", "1", "--workers", "0")
+    response = httpx.get(f"{run.base}/boom", timeout=10)
+    assert response.status_code == 500
+    broker = open_broker(db_url, pool_size=1)
+    events = eventually(lambda: broker.events(kind="web_error"), timeout_s=10)
+    assert events[0]["detail"].startswith("GET /boom")
+    assert "ZeroDivisionError: handler bug on purpose" in events[0]["detail"]
+    assert httpx.get(f"{run.base}/_pillbox/health", timeout=5).json() == {"status": "ok"}
+    assert httpx.get(f"{run.base}/_pillbox/ready", timeout=5).json() == {"status": "ready"}
+    assert httpx.get(f"{run.base}/ok", timeout=5).status_code == 200
+    broker.close()
+    assert run.stop() == 0
