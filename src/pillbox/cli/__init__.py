@@ -7,9 +7,12 @@ import sys
 import click
 
 from pillbox import __version__
+from pillbox.cli.actions import migrate, pause, procfile, publish, purge, resume
 from pillbox.cli.crashes import crashes
+from pillbox.cli.dead import dead
 from pillbox.cli.drill import drill
 from pillbox.cli.run import run
+from pillbox.cli.status import status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix":
@@ -19,9 +22,9 @@ def cli() -> None:
     """Run a Python app's web, workers and crons in supervised processes."""
 
 
-cli.add_command(run)
-cli.add_command(crashes)
-cli.add_command(drill)
+for command in (run, status, crashes, dead, pause, resume, purge, publish, procfile, migrate,
+                drill):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,146 @@
+"""The operator CLI, run as a real subprocess against real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pillbox.broker.base import CULPRIT
+from pillbox.messages import CrashRecord
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def pillbox(*args: str, db: str | None = None, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {}),
+                "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
+    if db is not None:
+        full_env["PILLBOX_DATABASE_URL"] = db
+        full_env["CRASHAPP_DATABASE"] = db
+    return subprocess.run([sys.executable, "-m", "pillbox", *args], capture_output=True,
+                          text=True, env=full_env, input=stdin, timeout=60)
+
+
+@pytest.fixture
+def seeded(make_app):
+    """An app with one acked, one waiting and one poison-pill delivery."""
+    app = make_app("cli")
+
+    @app.subscribe("jobs", name="jobs", max_crashes=1)
+    def jobs(message):  # pragma: no cover - never run here
+        pass
+
+    broker = app.broker
+    app.publish("jobs", {"n": 1})
+    lease = broker.pull("jobs", "test", 1, 30, time.time())[0]
+    broker.ack(lease, time.time())
+    app.publish("jobs", {"n": 2, "html": "<script>alert(1)</script>"})
+    poison_id = app.publish("jobs", {"mode": "segfault"})
+    leases = broker.pull("jobs", "test", 5, 30, time.time())
+    lease = next(x for x in leases if x.message.id == poison_id)
+    record = CrashRecord(at=time.time(), work_type="worker", pid=1, exit_code=None, signal=11,
+                         cause="segfault", in_flight=[{"delivery_id": lease.delivery_id}],
+                         traceback='Current thread 0x1 (most recent call first):\n  File '
+                                   '"app.py", line 3 in handler', peak_rss_bytes=1,
+                         log_tail="", summary="segfault in test")
+    crash_id = broker.record_crash(record, [(lease.delivery_id, lease.token, CULPRIT)])
+    broker.release([(x.delivery_id, x.token) for x in leases if x is not lease], time.time())
+    return app, lease.delivery_id, crash_id, poison_id
+
+
+def test_status_json_shape_and_attention_exit_code(seeded, db_url):
+    _app, _poison, _crash, _ = seeded
+    done = pillbox("status", "--json", db=db_url)
+    assert done.returncode == 3, done.stderr  # a dead message in the last hour
+    data = json.loads(done.stdout)
+    (sub,) = data["subscriptions"]
+    assert sub["name"] == "jobs" and sub["backlog"] == 1 and sub["dead"] == 1
+    assert sub["in_flight"] == 0 and sub["paused"] is False
+    assert data["work_types"]["worker"]["crashes_1h"] == 1
+    assert data["attention"] and "jobs" in data["attention"][0]
+    assert data["defaults"]["max_crashes"] == 3
+    human = pillbox("status", db=db_url)
+    assert "jobs" in human.stdout and "attention" in human.stdout
+
+
+def test_crashes_and_dead_commands(seeded, db_url):
+    _app, poison, crash_id, poison_id = seeded
+    listed = json.loads(pillbox("crashes", "--json", db=db_url).stdout)
+    assert [c["id"] for c in listed] == [crash_id]
+    shown = pillbox("crashes", "show", str(crash_id), db=db_url)
+    assert shown.returncode == 0 and "app.py" in shown.stdout and "segfault" in shown.stdout
+    assert "no crash record #999" in pillbox("crashes", "show", "999", db=db_url).stderr
+    dead = json.loads(pillbox("dead", "list", "--json", db=db_url).stdout)
+    assert [(d["id"], d["dead_reason"]) for d in dead] == [(poison, "poison pill")]
+    one = json.loads(pillbox("dead", "show", str(poison), "--json", db=db_url).stdout)
+    assert one["message_id"] == poison_id and one["crash_ids"] == [crash_id]
+    replayed = pillbox("dead", "replay", str(poison), db=db_url)
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
+    again = pillbox("dead", "replay", str(poison), db=db_url)
+    assert again.returncode == 1 and "not dead" in again.stderr
+    assert pillbox("dead", "drop", str(poison), "--yes", db=db_url).returncode == 1
+
+
+def test_unknown_subscription_pause_resume(seeded, db_url):
+    app, *_ = seeded
+    bad = pillbox("pause", "jbos", db=db_url)
+    assert bad.returncode == 1 and "unknown subscription 'jbos'; did you mean 'jobs'" in bad.stderr
+    assert pillbox("pause", "jobs", db=db_url).returncode == 0
+    assert app.broker.paused() == {"jobs"}
+    assert app.broker.pull("jobs", "t", 10, 30, time.time()) == []
+    assert pillbox("resume", "jobs", db=db_url).returncode == 0
+    assert app.broker.paused() == set()
+
+
+def test_purge_is_targeted_counted_and_confirmed(seeded, db_url):
+    app, *_ = seeded
+    refused = pillbox("purge", "jobs", db=db_url)
+    assert refused.returncode == 2 and "--before" in refused.stderr
+    dry = pillbox("purge", "jobs", "--all", "--dry-run", db=db_url)
+    assert "would purge 2" in dry.stdout  # one waiting + one dead; the acked one never
+    assert pillbox("purge", "jobs", "--all", stdin="n\n", db=db_url).returncode == 1
+    assert len(app.broker.deliveries(subscription="jobs")) == 3
+    bad_time = pillbox("purge", "jobs", "--before", "yesterday-ish", db=db_url)
+    assert bad_time.returncode == 2 and "neither an ISO time" in bad_time.stderr
+    none = pillbox("purge", "jobs", "--before", "2000-01-01T00:00", "--yes", db=db_url)
+    assert "nothing to purge" in none.stdout
+    done = pillbox("purge", "jobs", "--before", "1s", "--yes", db=db_url)
+    assert "purged 2" in done.stdout
+    assert [d.state for d in app.broker.deliveries(subscription="jobs")] == ["acked"]
+
+
+def test_publish_errors_and_success(db_url):
+    ok = pillbox("publish", "crashapp:app", "jobs", '{"mode": "ok"}', db=db_url)
+    assert ok.returncode == 0 and len(ok.stdout.strip()) == 32
+    typo = pillbox("publish", "crashapp:app", "jbos", "{}", db=db_url)
+    assert typo.returncode == 1 and "did you mean 'jobs'" in typo.stderr
+    not_json = pillbox("publish", "crashapp:app", "jobs", "{nope", db=db_url)
+    assert not_json.returncode == 2 and "not JSON" in not_json.stderr
+    missing = pillbox("publish", "no_such_module:app", "jobs", "{}", db=db_url)
+    assert missing.returncode == 1 and "ModuleNotFoundError" in missing.stderr
+
+
+def test_procfile_and_migrate(db_url):
+    procfile = pillbox("procfile", "crashapp:app", db=db_url)
+    assert procfile.stdout.splitlines() == ["worker: pillbox run crashapp:app --only worker"]
+    assert pillbox("migrate", db=db_url).stdout.strip() == "schema up to date"
+
+
+def test_a_database_that_is_down_is_named_without_its_password():
+    done = pillbox("status", db="postgresql://bob:s3cret@127.0.0.1:1/nope")
+    assert done.returncode == 1
+    assert "127.0.0.1:1/nope" in done.stderr and "s3cret" not in done.stderr
+
+
+def test_run_rejects_bad_input(tmp_path):
+    unknown = pillbox("run", "crashapp:app", "--only", "workers", db=f"sqlite:///{tmp_path}/x.db")
+    assert unknown.returncode == 2 and "unknown work type(s) workers" in unknown.stderr
+    broken = pillbox("run", "no_such_module:app", db=f"sqlite:///{tmp_path}/x.db")
+    assert broken.returncode == 1 and "No module named 'no_such_module'" in broken.stderr
