@@ -19,6 +19,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from pillbox.errors import UnknownSubscription
@@ -56,6 +57,10 @@ class SQLBroker(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]:
         """A cursor inside a write transaction, committed on normal exit."""
+
+    def reading(self) -> AbstractContextManager[Any]:
+        """A cursor for a read-only look (no write lock); by default a transaction."""
+        return self.transaction()
 
     @abstractmethod
     def _lease_rows(self, cur: Any, query: str, params: dict[str, Any]) -> list[Row]:
@@ -162,18 +167,53 @@ class SQLBroker(ABC):
 
     # -- consume -------------------------------------------------------------------------
     def pull(self, subscription: str, owner: str, limit: int, lease_s: float,
-             now: float) -> list[Lease]:
-        """Lease up to `limit` available deliveries of a subscription."""
+             now: float, acks: Sequence[Lease] = ()) -> list[Lease]:
+        """Lease up to `limit` available deliveries of a subscription.
+
+        `acks`: finished leases to ack in the same transaction (one commit for both); those
+        whose lease was lost are logged by the caller through `ack_many`'s contract: they
+        will simply be redelivered.
+        """
         token = secrets.token_hex(8)
         params = {"subscription": subscription, "owner": owner, "token": token,
                   "deadline": now + lease_s, "now": now, "limit": limit}
+        if not acks and not self._has_ready(subscription, now):
+            return []
         with self.transaction() as cur:
+            self._ack_with(cur, acks, now)
             rows = self._lease_rows(cur, self.q["lease"], params)
         return [self._lease(row, token, owner, now + lease_s) for row in rows]
+
+    def _has_ready(self, subscription: str, now: float) -> bool:
+        """A read-only look before taking a write lock for a pull that may find nothing."""
+        return self._exists("has_ready", {"subscription": subscription, "now": now})
+
+    def _has_suspect(self, now: float) -> bool:
+        return self._exists("has_suspect", {"now": now})
+
+    def _exists(self, query: str, params: dict[str, Any]) -> bool:
+        with self.reading() as cur:
+            cur.execute(self.q[query], params)
+            return cur.fetchone() is not None
+
+    def ack_many(self, leases: Sequence[Lease], now: float) -> list[bool]:
+        """Ack several leases in one transaction; True for each lease that was still held."""
+        with self.transaction() as cur:
+            return self._ack_with(cur, leases, now)
+
+    def _ack_with(self, cur: Any, leases: Sequence[Lease], now: float) -> list[bool]:
+        held = []
+        for lease in leases:
+            cur.execute(self.q["ack"], {"id": lease.delivery_id, "token": lease.token,
+                                        "now": now})
+            held.append(cur.rowcount == 1)
+        return held
 
     def pull_suspect(self, subscriptions: Sequence[str], owner: str, lease_s: float,
                      now: float) -> list[Lease]:
         """Lease one suspect delivery (for the isolation lane)."""
+        if not self._has_suspect(now):
+            return []
         token = secrets.token_hex(8)
         params = {"subscriptions": self._list(subscriptions), "owner": owner, "token": token,
                   "deadline": now + lease_s, "now": now}
@@ -389,6 +429,28 @@ class SQLBroker(ABC):
             names = ("id", "at", "kind", "subscription", "delivery_id", "message_id", "detail")
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def subscription_events(self, subscription: str, kind: str, since: float = 0.0,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        """Recent events of one kind for one subscription, newest first."""
+        with self.transaction() as cur:
+            cur.execute(self.q["list_subscription_events"], {
+                "subscription": subscription, "kind": kind, "since": since, "limit": limit})
+            names = ("id", "at", "kind", "subscription", "delivery_id", "message_id", "detail")
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def totals(self) -> Totals:
+        """All-time counts, read at scrape time by the Prometheus collector."""
+        with self.transaction() as cur:
+            cur.execute(self.q["totals_published"])
+            published = {topic: int(n) for topic, n in cur.fetchall()}
+            cur.execute(self.q["totals_acked"])
+            acked = {sub: int(n) for sub, n in cur.fetchall()}
+            cur.execute(self.q["totals_events"])
+            events = {(kind, sub): int(n) for kind, sub, n in cur.fetchall()}
+            cur.execute(self.q["totals_crashes"])
+            crashes = {(work_type, cause): int(n) for work_type, cause, n in cur.fetchall()}
+        return Totals(published=published, acked=acked, events=events, crashes=crashes)
+
     # -- cron ticks ----------------------------------------------------------------------
     def claim_tick(self, cron: str, tick_at: float, topic: str, payload_json: str,
                    now: float, publish: bool = True) -> str | None:
@@ -416,6 +478,17 @@ class SQLBroker(ABC):
         with self.transaction() as cur:
             cur.execute(self.q["unfinished_count"], {"subscription": subscription})
             return int(cur.fetchone()[0])
+
+
+@dataclass(frozen=True)
+class Totals:
+    """All-time counts: messages per topic, acked deliveries per subscription, events per
+    (kind, subscription or None), crash records per (work type, cause)."""
+
+    published: dict[str, int]
+    acked: dict[str, int]
+    events: dict[tuple[str, str | None], int]
+    crashes: dict[tuple[str, str], int]
 
 
 def _crash_params(record: CrashRecord) -> dict[str, Any]:

@@ -85,6 +85,15 @@ class SQLiteBroker(SQLBroker):
         finally:
             cur.close()
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Cursor]:
+        """A read in autocommit mode: WAL readers never wait for the writer."""
+        cur = self._conn().cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:

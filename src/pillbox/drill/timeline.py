@@ -35,13 +35,13 @@ def svg(outcome: Outcome, title: str) -> str:
              f'<text x="8" y="{TOP + 45}">web ok</text>', lane(TOP, 80, ok, "#2e9d4b"),
              f'<text x="8" y="{TOP + 120}">web fail</text>', lane(TOP + 90, 40, bad, "#d62728"),
              f'<text x="8" y="{TOP + 185}">acked</text>', lane(TOP + 140, 60, acked, "#1f77b4")]
-    parts.append(_vline(x(outcome.injected_at), "#ff7f0e", "injected"))
+    parts.append(_vline(x(outcome.injected_at), "#ff7f0e", "injected", 0))
     for crash in outcome.crashes:
         parts.append(f'<circle cx="{x(crash.at):.1f}" cy="{TOP + 215}" r="5" fill="black">'
                      f'<title>{escape(crash.summary)}</title></circle>')
     poison = outcome.poison
     if poison is not None and poison.state == "dead" and poison.finished_at:
-        parts.append(_vline(x(poison.finished_at), "#9467bd", "quarantined"))
+        parts.append(_vline(x(poison.finished_at), "#9467bd", "quarantined", 14))
     parts.append(f'<text x="8" y="{TOP + 219}">crashes</text>')
     for second in range(0, int(span) + 1, max(1, int(span // 10))):
         parts.append(f'<text x="{x(start + second):.1f}" y="{HEIGHT - 10}" '
@@ -50,7 +50,7 @@ def svg(outcome: Outcome, title: str) -> str:
     return "\n".join(parts)
 
 
-def _vline(px: float, colour: str, label: str) -> str:
+def _vline(px: float, colour: str, label: str, dy: int) -> str:
     return (f'<line x1="{px:.1f}" y1="{TOP}" x2="{px:.1f}" y2="{TOP + 225}" stroke="{colour}" '
-            f'stroke-width="2" stroke-dasharray="4 3"/><text x="{px + 4:.1f}" y="{TOP + 10}" '
-            f'fill="{colour}">{label}</text>')
+            f'stroke-width="2" stroke-dasharray="4 3"/><text x="{px + 4:.1f}" '
+            f'y="{TOP + 10 + dy}" fill="{colour}" font-weight="bold">{label}</text>')

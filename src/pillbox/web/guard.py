@@ -1,6 +1,8 @@
 """ASGI middleware around the user's app, in every web process.
 
 1. `/_pillbox/health` (liveness) and `/_pillbox/ready` (database reachable);
+   the rest of `/_pillbox/` is the ops dashboard, JSON API and metrics (pillbox.dashboard),
+   behind $PILLBOX_DASHBOARD_TOKEN; it never reaches the app and is never recorded as its error;
 2. report each request in flight to the supervisor, so a crash record names it;
 3. an exception escaping the app becomes a 500 (if nothing was sent yet) and a stored error
    with method, path and traceback. The app's own exception handlers run first.
@@ -34,6 +36,7 @@ class Guard:
         self.inner = inner
         self.reporter = reporter
         self._ids = itertools.count(1)
+        self._dashboard: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,7 +49,36 @@ class Guard:
         if path == "/_pillbox/ready":
             await self._ready(send)
             return
+        if path == "/_pillbox" or path.startswith("/_pillbox/"):
+            await self._ops(scope, receive, send)
+            return
         await self._guarded(scope, receive, send)
+
+    async def _ops(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The dashboard, created on first use (web processes that never serve it never load
+        its templates)."""
+        if scope.get("path") == "/_pillbox":
+            await _json(send, 307, {"location": "/_pillbox/"}, [(b"location", b"/_pillbox/")])
+            return
+        if self._dashboard is None:
+            from pillbox import dashboard
+
+            self._dashboard = dashboard.from_environment(lambda: self.app.broker)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._dashboard(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("dashboard %s raised %s: %s", scope.get("path"), type(exc).__name__,
+                      str(exc)[:300])
+            if not started:
+                await _json(send, 500, {"error": f"dashboard error: {type(exc).__name__}"})
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(next(self._ids))
@@ -86,9 +118,11 @@ class Guard:
         await _json(send, 200, {"status": "ready"})
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _json(send: Send, status: int, body: dict[str, Any],
+                extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
+                            (b"content-length", str(len(data)).encode()),
+                            *(extra_headers or [])]})
     await send({"type": "http.response.body", "body": data})

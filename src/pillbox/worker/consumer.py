@@ -49,6 +49,7 @@ class Fetcher:
         self.slots = slots
         self.lane = lane
         self.free = slots
+        self.acks: list[Lease] = []  # finished, to be acked with the next pull
         self.cond = threading.Condition()
         self.wake = threading.Event()
         self.work: queue.Queue[Lease | None] = queue.Queue()
@@ -76,11 +77,14 @@ class Fetcher:
         while not consumer.stopping.is_set():
             self.tick = time.monotonic()
             with self.cond:
-                if self.free == 0:
+                if self.free == 0 and not self.acks:
                     self.cond.wait(timeout=0.5)
                     continue
-                want = self.free
-            leases = self._pull(want)
+                want, acks, self.acks = self.free, self.acks, []
+            if want == 0:
+                self._ack(acks)
+                continue
+            leases = self._pull(want, acks)
             for lease in leases:
                 with self.cond:
                     self.free -= 1
@@ -94,21 +98,43 @@ class Fetcher:
                 idle_s = min(defaults.IDLE_POLL_MAX_S, idle_s * 2)
             self.wake.clear()
 
-    def _pull(self, want: int) -> list[Lease]:
+    def _pull(self, want: int, acks: list[Lease]) -> list[Lease]:
         consumer = self.consumer
         now = time.time()
         try:
             if self.lane:
+                if acks:
+                    consumer.broker.ack_many(acks, now)
                 return consumer.broker.pull_suspect(list(self.subs), consumer.owner,
                                                     defaults.LEASE_S, now)
             (name,) = self.subs
-            return consumer.broker.pull(name, consumer.owner, want, defaults.LEASE_S, now)
-        except DatabaseError as exc:
-            consumer.db_trouble(str(exc))
+            return consumer.broker.pull(name, consumer.owner, want, defaults.LEASE_S, now,
+                                        acks=acks)
+        except Exception as exc:  # DatabaseError, or sqlite3/psycopg errors not wrapped
+            self._retry_acks(acks)
+            consumer.db_trouble(str(exc) if isinstance(exc, DatabaseError)
+                                else f"{type(exc).__name__}: {exc}")
             return []
-        except Exception as exc:  # sqlite3/psycopg errors not wrapped above
-            consumer.db_trouble(f"{type(exc).__name__}: {exc}")
-            return []
+
+    def _ack(self, acks: list[Lease]) -> None:
+        try:
+            self.consumer.broker.ack_many(acks, time.time())
+        except Exception as exc:
+            self._retry_acks(acks)
+            self.consumer.db_trouble(f"acking: {exc}")
+
+    def _retry_acks(self, acks: list[Lease]) -> None:
+        """Keep acks that could not be written for the next attempt (a lease that expires
+        meanwhile is redelivered: at-least-once)."""
+        if acks:
+            with self.cond:
+                self.acks[:0] = acks
+
+    def flush_acks(self) -> None:
+        with self.cond:
+            acks, self.acks = self.acks, []
+        if acks:
+            self._ack(acks)
 
     def _slot(self) -> None:
         consumer = self.consumer
@@ -119,12 +145,15 @@ class Fetcher:
             if lease is None:
                 return
             sub = self.subs[lease.message.subscription]
+            succeeded = False
             try:
-                consumer.executor.run(sub, lease, loop)
+                succeeded = consumer.executor.run(sub, lease, loop)
             except Exception:
                 log.exception("delivery %s: could not record its outcome", lease.delivery_id)
             finally:
                 with self.cond:
+                    if succeeded:
+                        self.acks.append(lease)
                     self.free += 1
                     self.cond.notify()
 
@@ -199,6 +228,8 @@ class Consumer:
         deadline = time.monotonic() + self.grace_s
         while len(self.inflight) and time.monotonic() < deadline:
             time.sleep(0.05)
+        for fetcher in self.fetchers:
+            fetcher.flush_acks()
         leftovers = self.inflight.tokens() + [(x.delivery_id, x.token) for x in unstarted]
         if leftovers:
             released = self.broker.release(leftovers, time.time())

@@ -47,12 +47,15 @@ class InFlight:
 class Executor:
     def __init__(self, broker: SQLBroker, reporter: Reporter, inflight: InFlight,
                  clock: Callable[[], float] = time.time) -> None:
+        """Acks are not written here: `run` returns True on success and the caller batches
+        the ack with its next pull (one commit for both)."""
         self.broker = broker
         self.reporter = reporter
         self.inflight = inflight
         self.clock = clock
 
-    def run(self, sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
+    def run(self, sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Run the handler; True when it succeeded (the lease is then to be acked)."""
         message = lease.message
         blackbox.set_context({"delivery_id": message.delivery_id, "message_id": message.id,
                               "subscription": sub.name})
@@ -65,10 +68,9 @@ class Executor:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self._failed(sub, lease, traceback.format_exc(), exc)
+            return False
         else:
-            if not self.broker.ack(lease, self.clock()):
-                log.warning("delivery %s of %s: lease lost before ack (it will be redelivered)",
-                            message.delivery_id, sub.name)
+            return True
         finally:
             blackbox.set_context(None)
             self.inflight.remove(lease)

@@ -294,3 +294,38 @@ INSERT INTO pillbox_migrations (version, name, applied_at) VALUES (%(version)s, 
 -- name: leases_of_owner
 -- Deliveries a (dead) owner still holds.
 SELECT id, lease_token FROM pillbox_deliveries WHERE state = 'leased' AND lease_owner = %(owner)s;
+
+-- name: list_subscription_events
+-- Recent events of one kind for one subscription (the dashboard's recent failures), newest first.
+SELECT id, at, kind, subscription, delivery_id, message_id, detail FROM pillbox_events
+WHERE kind = %(kind)s AND subscription = %(subscription)s AND at >= %(since)s
+ORDER BY at DESC, id DESC LIMIT %(limit)s;
+
+-- name: totals_published
+-- Messages ever published, per topic (all-time counter for metrics).
+SELECT topic, count(*) FROM pillbox_messages GROUP BY topic;
+
+-- name: totals_acked
+-- Acked deliveries, per subscription (all-time counter for metrics).
+SELECT subscription, count(*) FROM pillbox_deliveries WHERE state = 'acked' GROUP BY subscription;
+
+-- name: totals_events
+-- Events ever recorded, per kind and subscription (NULL for web and thread errors).
+SELECT kind, subscription, count(*) FROM pillbox_events GROUP BY kind, subscription;
+
+-- name: totals_crashes
+-- Crash records, per work type and cause.
+SELECT work_type, cause, count(*) FROM pillbox_crashes GROUP BY work_type, cause;
+
+-- name: has_ready
+-- Is anything ready to lease? A cheap read before a pull takes the write lock.
+SELECT 1 FROM pillbox_deliveries
+WHERE subscription = %(subscription)s AND state = 'available' AND NOT suspect
+  AND available_at <= %(now)s
+LIMIT 1;
+
+-- name: has_suspect
+-- Is any suspect ready for the isolation lane?
+SELECT 1 FROM pillbox_deliveries
+WHERE state = 'available' AND suspect AND available_at <= %(now)s
+LIMIT 1;
