@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pillbox.broker import SQLBroker
+from pillbox.messages import SubscriptionStats
 
 log = logging.getLogger("pillbox.metrics")
 
@@ -81,7 +82,7 @@ class PillboxCollector(Collector):
                 family.add_metric([s.name, s.topic], totals.events.get((kind, s.name), 0))
             yield family
 
-        gauges = [
+        gauges: list[tuple[str, str, Callable[[SubscriptionStats], float]]] = [
             ("pillbox_backlog", "Deliveries waiting (available, including delayed and retrying).",
              lambda s: s.backlog),
             ("pillbox_in_flight", "Deliveries leased to a worker right now.",
@@ -141,7 +142,8 @@ class Exposition:
         if multiproc_dir and os.path.isdir(multiproc_dir):
             from prometheus_client import multiprocess
 
-            multiprocess.MultiProcessCollector(self.registry, path=multiproc_dir)
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                self.registry, path=multiproc_dir)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

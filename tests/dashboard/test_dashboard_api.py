@@ -308,6 +308,9 @@ def test_purge_from_the_form_defaults_to_a_dry_run(client: TestClient,
                                   "ids": f"{ids[0]}, {ids[1]}"})
     assert "done=purged" in real.headers["location"] and "count=2" in real.headers["location"]
     assert broker.deliveries(subscription="billing") == []
+    unfiltered = client.post(url, data={"_csrf": csrf, "_next": next_page, "dry_run": "1"})
+    assert unfiltered.status_code == 400
+    assert "a targeted purge needs" in unfiltered.text and f'href="{next_page}"' in unfiltered.text
 
 
 # -- escaping -------------------------------------------------------------------------------------

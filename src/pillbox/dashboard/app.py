@@ -13,6 +13,7 @@ Request flow, in `Dashboard.__call__`:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -32,13 +33,14 @@ from pillbox import metrics
 from pillbox.broker import SQLBroker
 from pillbox.dashboard import data
 from pillbox.dashboard.auth import Auth, Session, clear_cookie_header, cookie_header
-from pillbox.errors import PillboxError, UnknownSubscription
+from pillbox.errors import PillboxError, UnknownName
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 PREFIX = "/_pillbox"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")  # as pillbox.policy names
 MAX_BODY_BYTES = 64 * 1024
 REFRESH_S = 5
 SECURITY_HEADERS = [
@@ -82,7 +84,7 @@ class Dashboard:
         self.metrics = metrics.Exposition(broker, clock)
         self.app = Starlette(routes=self._routes(), exception_handlers={
             _HTTPError: _error_response, data.NotFound: _error_response,
-            UnknownSubscription: _error_response})
+            UnknownName: _error_response})
 
     def _routes(self) -> list[BaseRoute]:
         r = Route
@@ -213,15 +215,6 @@ class Dashboard:
                                   "or send Authorization: Bearer (scripts)")
         return fields, is_form
 
-    async def _respond(self, request: Request, fields: dict[str, Any], is_form: bool,
-                       result: dict[str, Any], done: dict[str, Any]) -> Response:
-        """JSON for the API; a redirect back to the page for a browser form."""
-        if is_form:
-            target = _safe_next(str(fields.get("_next") or PREFIX + "/"))
-            target = target.split("?", 1)[0]
-            return RedirectResponse(f"{target}?{urlencode(done)}", status_code=303)
-        return JSONResponse(result)
-
     # -- pages ---------------------------------------------------------------------------
     async def page_overview(self, request: Request) -> Response:
         view = await self._read(data.overview, self.clock())
@@ -257,7 +250,8 @@ class Dashboard:
         return self._page(request, "delivery.html", "delivery.html", {"delivery": found})
 
     def _not_found(self, request: Request, message: str) -> Response:
-        response = self._page(request, "not_found.html", "not_found.html", {"message": message})
+        response = self._page(request, "error.html", "error.html",
+                              {"message": message, "status": 404, "back": PREFIX + "/"})
         response.status_code = 404
         return response
 
@@ -298,6 +292,8 @@ class Dashboard:
         return Response(body, media_type=content_type)
 
     # -- API reads -----------------------------------------------------------------------
+    # Unknown names raise data.NotFound or UnknownName, bad parameters _HTTPError:
+    # the app's exception handlers turn them into JSON errors.
     async def api_overview(self, request: Request) -> Response:
         return JSONResponse(await self._read(data.overview, self.clock()))
 
@@ -306,44 +302,24 @@ class Dashboard:
         return JSONResponse({"now": self.clock(), "subscriptions": subs})
 
     async def api_subscription(self, request: Request) -> Response:
-        try:
-            view = await self._read(data.subscription, request.path_params["name"],
-                                    self.clock())
-        except data.NotFound as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return JSONResponse(view)
+        name = request.path_params["name"]
+        return JSONResponse(await self._read(data.subscription, name, self.clock()))
 
     async def api_crashes(self, request: Request) -> Response:
-        try:
-            since, until = _float(request, "since", 0.0), _float(request, "until", None)
-            limit = _int(request, "limit", 100)
-        except _HTTPError as exc:
-            return exc.response()
+        since, until = _float(request, "since", 0.0), _float(request, "until", None)
+        limit = _int(request, "limit", 100)
         return JSONResponse({"crashes": await self._read(data.crashes, since, until, limit)})
 
     async def api_crash(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await self._read(data.crash, request.path_params["crash_id"]))
-        except data.NotFound as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse(await self._read(data.crash, request.path_params["crash_id"]))
 
     async def api_dead(self, request: Request) -> Response:
         subscription = request.query_params.get("subscription") or None
-        try:
-            limit = _int(request, "limit", 100)
-            dead = await self._read(data.dead, subscription, limit)
-        except _HTTPError as exc:
-            return exc.response()
-        except UnknownSubscription as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return JSONResponse({"dead": dead})
+        limit = _int(request, "limit", 100)
+        return JSONResponse({"dead": await self._read(data.dead, subscription, limit)})
 
     async def api_delivery(self, request: Request) -> Response:
-        try:
-            found = await self._read(data.delivery, request.path_params["delivery_id"])
-        except data.NotFound as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return JSONResponse(found)
+        return JSONResponse(await self._read(data.delivery, request.path_params["delivery_id"]))
 
     async def api_session(self, request: Request) -> Response:
         """Who the caller is and the CSRF token its POSTs need (scripts using a cookie)."""
@@ -351,6 +327,31 @@ class Dashboard:
         return JSONResponse({"kind": session.kind, "csrf": session.csrf})
 
     # -- API actions ---------------------------------------------------------------------
+    async def _act(self, request: Request, work: Callable[[dict[str, Any], bool], Awaitable[
+            tuple[dict[str, Any], dict[str, Any]]]]) -> Response:
+        """CSRF check, then `work(fields, is_form)` -> (JSON result, what the page says).
+        Errors: JSON for the API, an error page for a browser form."""
+        try:
+            fields, is_form = await self._action(request)
+        except _HTTPError as exc:
+            return exc.response()
+        try:
+            result, done = await work(fields, is_form)
+        except (_HTTPError, PillboxError, ValueError) as exc:
+            status = (exc.status if isinstance(exc, _HTTPError)
+                      else 404 if isinstance(exc, UnknownName) else 400)
+            if is_form:
+                response = self._page(request, "error.html", "error.html",
+                                      {"message": str(exc), "status": status,
+                                       "back": _safe_next(str(fields.get("_next") or ""))})
+                response.status_code = status
+                return response
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        if is_form:
+            target = _safe_next(str(fields.get("_next") or PREFIX + "/")).split("?", 1)[0]
+            return RedirectResponse(f"{target}?{urlencode(done)}", status_code=303)
+        return JSONResponse(result)
+
     async def act_pause(self, request: Request) -> Response:
         return await self._set_paused(request, True)
 
@@ -359,16 +360,14 @@ class Dashboard:
 
     async def _set_paused(self, request: Request, paused: bool) -> Response:
         name = request.path_params["name"]
-        try:
-            fields, is_form = await self._action(request)
+
+        async def work(fields: dict[str, Any], is_form: bool) -> tuple[dict[str, Any],
+                                                                        dict[str, Any]]:
             await self._read(lambda b: b.set_paused(name, paused))
-        except _HTTPError as exc:
-            return exc.response()
-        except UnknownSubscription as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return await self._respond(request, fields, is_form,
-                                   {"subscription": name, "paused": paused},
-                                   {"done": "paused" if paused else "resumed", "name": name})
+            return ({"subscription": name, "paused": paused},
+                    {"done": "paused" if paused else "resumed", "name": name})
+
+        return await self._act(request, work)
 
     async def act_replay(self, request: Request) -> Response:
         return await self._dead_action(request, "replay")
@@ -378,48 +377,45 @@ class Dashboard:
 
     async def _dead_action(self, request: Request, verb: str) -> Response:
         delivery_id = request.path_params["delivery_id"]
-        try:
-            fields, is_form = await self._action(request)
-        except _HTTPError as exc:
-            return exc.response()
-        if verb == "replay":
-            ok = await self._read(lambda b: b.replay(delivery_id, self.clock()))
-        else:
-            ok = await self._read(lambda b: b.drop(delivery_id))
-        done = {"done": ("replayed" if verb == "replay" else "dropped") if ok else "not_dead",
-                "id": delivery_id}
-        if not ok and not is_form:
-            return JSONResponse({"error": f"delivery #{delivery_id} is not dead",
-                                 "delivery_id": delivery_id}, status_code=409)
-        result = {"delivery_id": delivery_id, "replayed" if verb == "replay" else "dropped": True}
-        return await self._respond(request, fields, is_form, result, done)
+
+        async def work(fields: dict[str, Any], is_form: bool) -> tuple[dict[str, Any],
+                                                                        dict[str, Any]]:
+            if verb == "replay":
+                ok = await self._read(lambda b: b.replay(delivery_id, self.clock()))
+            else:
+                ok = await self._read(lambda b: b.drop(delivery_id))
+            if not ok and not is_form:
+                raise _HTTPError(409, f"delivery #{delivery_id} is not dead; nothing was done")
+            done = "not_dead" if not ok else "replayed" if verb == "replay" else "dropped"
+            return ({"delivery_id": delivery_id,
+                     "replayed" if verb == "replay" else "dropped": True},
+                    {"done": done, "id": delivery_id})
+
+        return await self._act(request, work)
 
     async def act_purge(self, request: Request) -> Response:
         """Targeted purge: `before` (Unix seconds or ISO time) and/or `ids` (message or
-        delivery ids), `dry_run` (default true from the form, false from JSON)."""
+        delivery ids), `dry_run` (the form's box is ticked by default; JSON defaults to
+        false)."""
         name = request.path_params["name"]
-        try:
-            fields, is_form = await self._action(request)
+
+        async def work(fields: dict[str, Any], is_form: bool) -> tuple[dict[str, Any],
+                                                                        dict[str, Any]]:
             before, ids, dry_run = _purge_args(fields, is_form)
             count = await self._read(lambda b: b.purge(name, before=before, ids=ids,
                                                        dry_run=dry_run))
-        except _HTTPError as exc:
-            return exc.response()
-        except UnknownSubscription as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        except (PillboxError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return await self._respond(
-            request, fields, is_form,
-            {"subscription": name, "count": count, "dry_run": dry_run, "before": before,
-             "ids": ids},
-            {"done": "purge_dry_run" if dry_run else "purged", "name": name, "count": count})
+            return ({"subscription": name, "count": count, "dry_run": dry_run,
+                     "before": before, "ids": ids},
+                    {"done": "purge_dry_run" if dry_run else "purged", "name": name,
+                     "count": count})
+
+        return await self._act(request, work)
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, _HTTPError):
         return exc.response()
-    return JSONResponse({"error": str(exc)}, status_code=404)
+    return JSONResponse({"error": str(exc)}, status_code=404)  # NotFound, UnknownName
 
 
 class _HTTPError(Exception):
@@ -507,7 +503,8 @@ def _done_text(params: Any) -> str | None:
     if template is None:
         return None
     count = params.get("count", "")
-    return template.format(name=params.get("name", "")[:200],
+    name = params.get("name", "")
+    return template.format(name=name if _NAME.match(name) else "?",
                            id=params.get("id", "")[:20] if params.get("id", "").isdigit()
                            else "?", count=count if count.isdigit() else "?")
 
