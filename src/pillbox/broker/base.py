@@ -438,6 +438,19 @@ class SQLBroker(ABC):
             names = ("id", "at", "kind", "subscription", "delivery_id", "message_id", "detail")
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def crash_summaries(self, since: float, limit: int = 20_000) -> list[dict[str, Any]]:
+        """id, at, work_type, cause and summary of crash records since a time, newest first:
+        the light read behind the dashboard's timeline (no tracebacks, no log tails)."""
+        with self.transaction() as cur:
+            cur.execute(self.q["crash_summaries"], {"since": since, "limit": limit})
+            names = ("id", "at", "work_type", "cause", "summary")
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def event_count(self, kind: str, since: float) -> int:
+        with self.transaction() as cur:
+            cur.execute(self.q["event_count"], {"kind": kind, "since": since})
+            return int(cur.fetchone()[0])
+
     def totals(self) -> Totals:
         """All-time counts, read at scrape time by the Prometheus collector."""
         with self.transaction() as cur:

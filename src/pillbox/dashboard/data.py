@@ -11,7 +11,7 @@ from pillbox.broker import SQLBroker
 from pillbox.messages import CrashRecord, Delivery, SubscriptionStats
 
 TIMELINE_HOURS = 24
-TIMELINE_CRASH_LIMIT = 5000
+TIMELINE_CRASH_LIMIT = 20_000
 RECENT_LIMIT = 50
 DEAD_LIMIT = 200
 
@@ -50,37 +50,37 @@ def subscriptions(broker: SQLBroker, now: float) -> list[dict[str, Any]]:
 def overview(broker: SQLBroker, now: float) -> dict[str, Any]:
     """Subscriptions, work types (from crash records), the crash timeline, web errors."""
     subs = subscriptions(broker, now)
-    crashes = broker.crashes(now - TIMELINE_HOURS * 3600, TIMELINE_CRASH_LIMIT)
-    web_errors = broker.events("web_error", now - 3600, 1000)
+    crashes = broker.crash_summaries(now - TIMELINE_HOURS * 3600, TIMELINE_CRASH_LIMIT)
     return {
         "now": now,
         "subscriptions": subs,
         "work_types": work_types(crashes, now),
         "timeline": timeline(crashes, now),
-        "web_errors_1h": len(web_errors),
+        "web_errors_1h": broker.event_count("web_error", now - 3600),
         "totals": {
             "backlog": sum(s["backlog"] for s in subs),
             "in_flight": sum(s["in_flight"] for s in subs),
             "dead": sum(s["dead"] for s in subs),
             "paused": sum(1 for s in subs if s["paused"]),
-            "crashes_1h": sum(1 for c in crashes if c.at >= now - 3600),
+            "crashes_1h": sum(1 for c in crashes if c["at"] >= now - 3600),
             "crashes_24h": len(crashes),
         },
     }
 
 
-def work_types(crashes: list[CrashRecord], now: float) -> list[dict[str, Any]]:
-    """Per work type seen in crash records: crash counts and the latest crash."""
+def work_types(crashes: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Per work type seen in crash summaries (newest first): crash counts, the latest crash."""
     rows: dict[str, dict[str, Any]] = {}
-    for record in crashes:  # newest first
-        row = rows.setdefault(record.work_type, {
-            "work_type": record.work_type, "crashes_1h": 0, "crashes_24h": 0,
-            "last_crash_id": record.id, "last_crash_at": record.at,
-            "last_cause": record.cause, "last_summary": record.summary, "causes": Counter()})
+    for record in crashes:
+        row = rows.setdefault(record["work_type"], {
+            "work_type": record["work_type"], "crashes_1h": 0, "crashes_24h": 0,
+            "last_crash_id": record["id"], "last_crash_at": record["at"],
+            "last_cause": record["cause"], "last_summary": record["summary"],
+            "causes": Counter()})
         row["crashes_24h"] += 1
-        if record.at >= now - 3600:
+        if record["at"] >= now - 3600:
             row["crashes_1h"] += 1
-        row["causes"][record.cause] += 1
+        row["causes"][record["cause"]] += 1
     out = []
     for row in sorted(rows.values(), key=lambda r: r["work_type"]):
         row["causes"] = dict(row["causes"].most_common())
@@ -88,15 +88,15 @@ def work_types(crashes: list[CrashRecord], now: float) -> list[dict[str, Any]]:
     return out
 
 
-def timeline(crashes: list[CrashRecord], now: float,
+def timeline(crashes: list[dict[str, Any]], now: float,
              hours: int = TIMELINE_HOURS) -> dict[str, Any]:
     """Crashes per hour over the last `hours`, by cause, with bar geometry for the SVG."""
     start = (int(now) // 3600 - hours + 1) * 3600
     buckets: list[dict[str, int]] = [defaultdict(int) for _ in range(hours)]
     for record in crashes:
-        index = int((record.at - start) // 3600)
+        index = int((record["at"] - start) // 3600)
         if 0 <= index < hours:
-            buckets[index][record.cause] += 1
+            buckets[index][record["cause"]] += 1
     peak = max((sum(b.values()) for b in buckets), default=0)
     width, height, gap = 1200, 110, 4
     bar_w = width / hours

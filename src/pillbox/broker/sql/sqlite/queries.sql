@@ -313,3 +313,12 @@ LIMIT 1;
 SELECT 1 FROM pillbox_deliveries
 WHERE state = 'available' AND suspect = 1 AND available_at <= :now
 LIMIT 1;
+
+-- name: crash_summaries
+-- Crash records since a time without their tracebacks (the dashboard's timeline), newest first.
+SELECT id, at, work_type, cause, summary FROM pillbox_crashes WHERE at >= :since
+ORDER BY at DESC, id DESC LIMIT :limit;
+
+-- name: event_count
+-- How many events of one kind since a time.
+SELECT count(*) FROM pillbox_events WHERE kind = :kind AND at >= :since;
