@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from pillbox import defaults
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -74,11 +76,10 @@ def worker_pids(proc: subprocess.Popen[bytes]) -> list[int]:
     pids = []
     for child in psutil.Process(proc.pid).children():
         try:
-            cmd = child.cmdline()
+            if child.name() == "pb-worker" and child.status() != psutil.STATUS_ZOMBIE:
+                pids.append(child.pid)
         except psutil.Error:
             continue
-        if "pillbox.child" in cmd and cmd[cmd.index("pillbox.child") + 1] == "worker":
-            pids.append(child.pid)
     return pids
 
 
@@ -111,11 +112,13 @@ def recovery(base: str | None, workers: int, reps: int) -> list[float]:
         wait_for(lambda: broker.deliveries(subscription="noop", state="acked", limit=1), 60)
         for _ in range(reps):
             wait_for(lambda: len(worker_pids(proc)) == workers, 30)
-            time.sleep(1.5)  # let the replaced worker settle: this paces reps, it syncs nothing
+            # pace the kills past the healthy period, so each one is a first crash (restarted
+            # at once) and not a crash loop (backed off): this paces, it synchronises nothing
+            time.sleep(defaults.RESTART_HEALTHY_S + 0.5)
             victim = worker_pids(proc)[0]
             killed_at = time.time()
             os.kill(victim, signal.SIGKILL)
-            first = wait_for(lambda: _first_ack_after(broker, killed_at), 30)
+            first = wait_for(lambda at=killed_at: _first_ack_after(broker, at), 30)
             results.append(first - killed_at)
     finally:
         stop.set()
@@ -171,7 +174,7 @@ def _ack_rate(broker: Any) -> float:
 
 
 def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3g} ({min(values):.3g}–{max(values):.3g})"
+    return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
 
 
 def main() -> None:
@@ -192,7 +195,7 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / f"recovery-{engine}.json").write_text(json.dumps(out, indent=2))
-    print(f"| {engine} | median (min–max) |\n|---|---|")
+    print(f"| {engine} | median (min-max) |\n|---|---|")
     print(f"| death → next ack, 1 worker (s) | {spread(out['recovery_1_worker_s'])} |")
     print(f"| death → next ack, 2 workers (s) | {spread(out['recovery_2_workers_s'])} |")
     for c in (1, 4):

@@ -23,7 +23,8 @@ from pillbox.protocol import Reporter
 
 EX_CONFIG = 78
 PR_SET_PDEATHSIG = 1
-ROLES = ("worker", "lane", "web", "cron", "inspect")
+PR_SET_NAME = 15
+ROLES = ("worker", "lane", "web", "cron", "inspect", "standby")
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
         print(f"pillbox child: unknown role {role!r}", file=sys.stderr)
         return 2
     _die_with_parent()
+    name_process(role)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     fd = os.environ.get("PILLBOX_EVENTS_FD")
@@ -46,6 +48,9 @@ def main(argv: list[str]) -> int:
     run_dir = os.environ.get("PILLBOX_RUN_DIR", ".")
     blackbox.install(run_dir, os.getpid(),
                      lambda kind, detail, ctx: record_error(app.broker, kind, detail, ctx))
+    if role == "standby":
+        role = _wait_for_role(app, reporter)
+        name_process(role)
     try:
         return _run(role, app, reporter)
     except PillboxError as exc:
@@ -68,6 +73,26 @@ def _run(role: str, app: object, reporter: Reporter) -> int:
     from pillbox.scheduler import Scheduler
 
     return Scheduler(app, reporter).run()
+
+
+def _wait_for_role(app: object, reporter: Reporter) -> str:
+    """A standby child: booted (app imported, database open), it waits for the supervisor to
+    hand it the role of a worker that just died, so a restart costs milliseconds."""
+    from pillbox.app import App
+
+    assert isinstance(app, App)
+    app.broker  # noqa: B018 - open now, not after the go
+    import pillbox.worker.consumer  # noqa: F401 - import now, not after the go
+
+    reporter.send("standby")
+    fd = int(os.environ["PILLBOX_STANDBY_FD"])
+    with os.fdopen(fd, "rb", buffering=0) as go:
+        line = go.readline().decode().strip()
+    if not line:  # the supervisor closed the pipe: it is stopping
+        sys.exit(0)
+    role = line.split()[-1]
+    os.environ["PILLBOX_CHILD"] = line.split()[0]
+    return role
 
 
 def _inspect(app: object, reporter: Reporter) -> int:
@@ -101,6 +126,16 @@ def _inspect(app: object, reporter: Reporter) -> int:
         print(json.dumps(spec), flush=True)
     reporter.send("ready")
     return 0
+
+
+def name_process(role: str) -> None:
+    """Linux: name the process "pb-<role>" so ps, top and tests can tell children apart (a
+    promoted standby keeps its command line but takes its new role's name)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, f"pb-{role}".encode()[:15])
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent() -> None:

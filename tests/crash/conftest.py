@@ -51,13 +51,13 @@ class Running:
         found = {}
         for child in self.children():
             try:
-                cmdline = child.cmdline()
+                name = child.name()
                 if child.status() == psutil.STATUS_ZOMBIE:
                     continue
             except psutil.Error:
                 continue
-            if "pillbox.child" in cmdline:
-                found[child.pid] = cmdline[cmdline.index("pillbox.child") + 1]
+            if name.startswith("pb-"):
+                found[child.pid] = name[3:]
         return found
 
     def handler_runs(self) -> list[list[str]]:

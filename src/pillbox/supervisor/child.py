@@ -19,7 +19,8 @@ from pillbox import defaults
 from pillbox.protocol import parse_lines
 from pillbox.supervisor.attribution import Started
 
-WORK_TYPE = {"worker": "worker", "lane": "worker", "web": "web", "cron": "cron"}
+WORK_TYPE = {"worker": "worker", "lane": "worker", "web": "web", "cron": "cron",
+             "standby": "worker"}
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ChildProcess:
         self.blamed: int | None = None
         self.kill_at: float | None = None
         self.restart_at: float | None = None
+        self.standing_by = False
+        self.go_fd = -1
         self._event_buf = b""
         self._out_buf = b""
         self._proc: psutil.Process | None = None
@@ -74,13 +77,20 @@ class ChildProcess:
         env = {**os.environ, **self.spec.env, "PILLBOX_EVENTS_FD": str(events_w),
                "PILLBOX_RUN_DIR": self.run_dir, "PILLBOX_CHILD": self.spec.name,
                "PYTHONUNBUFFERED": "1"}
+        extra_fds: tuple[int, ...] = ()
+        if self.spec.role == "standby":
+            go_r, self.go_fd = os.pipe()
+            env["PILLBOX_STANDBY_FD"] = str(go_r)
+            extra_fds = (go_r,)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "pillbox.child", self.spec.role, self.app_path],
             stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
-            pass_fds=(events_w, *self.spec.pass_fds), process_group=0,
+            pass_fds=(events_w, *self.spec.pass_fds, *extra_fds), process_group=0,
         )
         os.close(events_w)
         os.close(out_w)
+        for fd in extra_fds:
+            os.close(fd)
         os.set_blocking(events_r, False)
         os.set_blocking(out_r, False)
         self.pid = self.popen.pid
@@ -110,7 +120,27 @@ class ChildProcess:
             self.popen.returncode = status
         return status, int(usage.ru_maxrss) * 1024
 
+    def activate(self, spec: ChildSpec, now: float) -> bool:
+        """Hand a booted standby the slot (name and role) of a child that died."""
+        if not (self.alive and self.standing_by and self.go_fd >= 0):
+            return False
+        try:
+            os.write(self.go_fd, f"{spec.name} {spec.role}\n".encode())
+        except OSError:
+            return False
+        os.close(self.go_fd)
+        self.go_fd = -1
+        self.spec = spec
+        self.standing_by = False
+        self.started_at = self.last_heartbeat = now
+        return True
+
     def close_pipes(self) -> None:
+        if self.go_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.go_fd)
+            self.go_fd = -1
+        self.standing_by = False
         for fd in (self.events_fd, self.output_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -134,6 +164,8 @@ class ChildProcess:
         self.last_heartbeat = now
         if kind == "ready":
             self.ready = True
+        elif kind == "standby":
+            self.standing_by = True
         elif kind == "start":
             self.started[int(event["d"])] = Started(
                 delivery_id=int(event["d"]), token=str(event["k"]), subscription=str(event["s"]),

@@ -30,6 +30,8 @@ from pillbox.supervisor.child import ChildProcess, ChildSpec
 from pillbox.supervisor.policy import CrashLoopDetector, RestartTracker
 
 EX_OK = 0
+STANDBY = "worker.standby"
+PROMOTABLE = ("worker", "lane")
 SAMPLE_RSS_EVERY_S = 0.2
 RESCUE_EVERY_S = 5.0
 
@@ -42,6 +44,7 @@ class Options:
     workers: int = 2
     web_workers: int = defaults.WEB_WORKERS
     lane: bool = True
+    standby: bool = True
     web_socket: socket.socket | None = None
     crons: bool = False
     memory_limit_bytes: int | None = None
@@ -70,6 +73,8 @@ class Supervisor:
         specs = [ChildSpec(f"worker.{i + 1}", "worker") for i in range(o.workers)]
         if o.lane and o.workers:
             specs.append(ChildSpec("worker.lane", "lane"))
+        if o.standby and o.workers:
+            specs.append(ChildSpec(STANDBY, "standby"))
         if o.web_socket is not None:
             fd = o.web_socket.fileno()
             specs += [ChildSpec(f"web.{i + 1}", "web", pass_fds=(fd,),
@@ -212,9 +217,30 @@ class Supervisor:
                            child=child.spec.name, delay_s=delay)
 
     def _restart_due(self, now: float) -> None:
-        for child in self.children:
-            if not child.alive and child.restart_at is not None and now >= child.restart_at:
+        for index, child in enumerate(self.children):
+            due = not child.alive and child.restart_at is not None and now >= child.restart_at
+            if due and not self._promote_standby(index, child, now):
                 self._spawn(child, now)
+
+    def _promote_standby(self, index: int, dead: ChildProcess, now: float) -> bool:
+        """Give a dead worker's slot to the booted standby (milliseconds instead of a boot),
+        then boot a new standby in the dead child's place."""
+        if dead.spec.role not in PROMOTABLE:
+            return False
+        standby_index = next((i for i, c in enumerate(self.children)
+                              if c.spec.name == STANDBY), None)
+        if standby_index is None:
+            return False
+        standby = self.children[standby_index]
+        slot_spec, standby_spec = dead.spec, standby.spec
+        if not standby.activate(slot_spec, now):
+            return False
+        dead.spec = standby_spec
+        self.children[index], self.children[standby_index] = standby, dead
+        self.log.event("child.promoted", f"{slot_spec.name}: standby pid {standby.pid} took "
+                       "over", child=slot_spec.name, pid=standby.pid)
+        self._spawn(dead, now)
+        return True
 
     # -- watching ------------------------------------------------------------------------
     def _watch(self, now: float) -> None:
