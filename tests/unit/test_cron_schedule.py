@@ -263,7 +263,7 @@ MOMENTS = [utc(2024, 3, 31, 1), utc(2024, 10, 27, 1), utc(2024, 3, 10, 7),
            utc(2024, 11, 3, 6), utc(2024, 10, 5, 15, 30), utc(2024, 4, 6, 15)]
 
 
-@settings(max_examples=100, deadline=None, database=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(schedule=st.sampled_from(SCHEDULES), tz=st.sampled_from(ZONES),
        moment=st.sampled_from(MOMENTS),
        a=st.integers(-6 * 3600, 6 * 3600), b=st.integers(0, 6 * 3600),
