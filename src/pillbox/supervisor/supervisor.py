@@ -23,6 +23,7 @@ from typing import Any
 
 from pillbox import defaults
 from pillbox.broker import SQLBroker, open_broker
+from pillbox.forensics import sentry
 from pillbox.forensics.faultlog import top_frame
 from pillbox.logs import Log
 from pillbox.supervisor import postmortem
@@ -196,6 +197,7 @@ class Supervisor:
             self.log.event("crash.unstored", f"{record.summary} (could not store: {exc})",
                            level="error")
             return
+        sentry.report_crash(record, crash_id)
         self.log.event("child.crashed", f"crash #{crash_id}: {record.summary} — "
                        f"pillbox crashes show {crash_id}", level="error", crash_id=crash_id,
                        cause=record.cause, child=child.spec.name, pid=child.pid,

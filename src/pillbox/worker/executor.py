@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pillbox import retry
 from pillbox.broker import SQLBroker
-from pillbox.forensics import blackbox
+from pillbox.forensics import blackbox, sentry
 from pillbox.messages import Lease
 from pillbox.policy import Subscription
 from pillbox.protocol import Reporter
@@ -90,6 +90,9 @@ class Executor:
         decision = retry.decide(message.attempt, sub.max_attempts, sub.min_backoff_s,
                                 sub.max_backoff_s, now)
         self.broker.nack(lease, text, decision.retry_at, now)
+        sentry.report_exception(exc, {"delivery_id": message.delivery_id,
+                                      "message_id": message.id, "subscription": sub.name,
+                                      "attempt": message.attempt})
         fate = ("dead (max attempts)" if decision.retry_at is None
                 else f"retry in {decision.retry_at - now:.1f}s")
         log.warning("delivery %s of %s failed (attempt %s/%s, %s): %s: %s", message.delivery_id,
