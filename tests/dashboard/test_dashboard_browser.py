@@ -125,8 +125,9 @@ def states(broker: SQLBroker, subscription: str) -> dict[str, str]:
             for d in broker.deliveries(subscription=subscription)}
 
 
-def test_operator_finds_pauses_replays_and_sees_it_delivered(run: Run, browser: Any,
+def test_operator_finds_pauses_replays_and_sees_it_delivered(browser: Any, run: Run,
                                                              tmp_path: Path) -> None:
+    # `browser` first: a missing browser skips before pillbox run starts
     broker = open_broker(run.url)
     try:
         _scenario(run, browser, broker, tmp_path)
