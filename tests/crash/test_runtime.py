@@ -135,3 +135,22 @@ def test_supervisor_restarts_a_crashed_worker_at_once(fixture_app, run_app, db_u
     (record,) = running.broker.crashes()
     assert record.cause == "killed" and record.in_flight == []
     assert running.stop() == 0
+
+
+def test_a_frozen_worker_is_killed_as_stalled(fixture_app, run_app, db_url):
+    """A native call holding the GIL freezes every thread: no heartbeat, so the supervisor
+    kills the process (cause "stalled") well before the handler's 20 s timeout."""
+    message_id = fixture_app.publish("jobs", {"mode": "freeze"})
+    running = run_app(db_url, "--workers", "1", "--stall-timeout", "2", CRASHAPP_TIMEOUT="20")
+
+    def stalled():
+        records = running.broker.crashes()
+        assert records and records[-1].cause == "stalled"
+        return records[-1]
+
+    record = eventually(stalled, timeout_s=30)
+    assert [item["message_id"] for item in record.in_flight] == [message_id]
+    assert "crashapp.py" in record.traceback.split("\n\n")[0]
+    (delivery,) = running.broker.deliveries(message_id=message_id)
+    assert delivery.crashes >= 1
+    assert running.stop() == 0

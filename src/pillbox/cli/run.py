@@ -38,8 +38,12 @@ WORK_TYPES = ("web", "worker", "cron")
 @click.option("--shutdown-grace", type=float, default=defaults.SHUTDOWN_GRACE_S,
               show_default=True, envvar="PILLBOX_RUN_SHUTDOWN_GRACE",
               help="Seconds in-flight handlers get to finish on SIGTERM")
+@click.option("--stall-timeout", type=click.FloatRange(1, 3600),
+              default=defaults.STALL_TIMEOUT_S, show_default=True,
+              envvar="PILLBOX_RUN_STALL_TIMEOUT",
+              help="Seconds without a heartbeat before a child is killed as stalled")
 def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: str | None,
-        memory_limit: str | None, shutdown_grace: float) -> None:
+        memory_limit: str | None, shutdown_grace: float, stall_timeout: float) -> None:
     """Run APP (module:attribute): web, workers and cron, each in supervised processes."""
     kinds = _parse_only(only)
     try:
@@ -55,6 +59,7 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
         workers=(os.cpu_count() or 2) if workers is None else workers,
         web_workers=web_workers, web_socket=sock, crons=bool(spec["crons"]) and "cron" in kinds,
         memory_limit_bytes=limit, shutdown_grace_s=shutdown_grace,
+        stall_timeout_s=stall_timeout,
     )
     if "worker" not in kinds or not spec["subscriptions"]:
         options.workers = 0

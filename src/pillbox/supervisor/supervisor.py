@@ -34,6 +34,7 @@ EX_OK = 0
 STANDBY = "worker.standby"
 PROMOTABLE = ("worker", "lane")
 SAMPLE_RSS_EVERY_S = 0.2
+BOOT_TIMEOUT_S = 120.0
 RESCUE_EVERY_S = 5.0
 
 
@@ -50,6 +51,7 @@ class Options:
     crons: bool = False
     memory_limit_bytes: int | None = None
     shutdown_grace_s: float = defaults.SHUTDOWN_GRACE_S
+    stall_timeout_s: float = defaults.STALL_TIMEOUT_S
 
 
 class Supervisor:
@@ -85,6 +87,7 @@ class Supervisor:
             specs.append(ChildSpec("cron.1", "cron"))
         for spec in specs:
             spec.env["PILLBOX_SHUTDOWN_GRACE"] = str(o.shutdown_grace_s)
+            spec.env["PILLBOX_STALL_TIMEOUT"] = str(o.stall_timeout_s)
         return specs
 
     # -- main loop -----------------------------------------------------------------------
@@ -264,13 +267,22 @@ class Supervisor:
                            grace_s=defaults.KILL_GRACE_S if others else 0)
             elif sample and self._over_memory(child):
                 child.kill("memory", now, grace_s=0)
-            elif child.ready and now - child.last_heartbeat > defaults.STALL_TIMEOUT_S:
+            elif self._silent(child, now):
                 self.log.event("child.stalled", f"{child.spec.name}: no heartbeat for "
-                               f"{defaults.STALL_TIMEOUT_S:.0f}s; restarting it", level="error")
+                               f"{now - child.last_heartbeat:.0f}s; restarting it",
+                               level="error")
                 child.kill("stalled", now, grace_s=0)
         if now - self._last_rescue > RESCUE_EVERY_S:
             self._last_rescue = now
             self._rescue(now)
+
+    def _silent(self, child: ChildProcess, now: float) -> bool:
+        """Ready and no heartbeat for the stall timeout, or still booting after the boot
+        timeout (a standby waiting for its role is neither)."""
+        if child.standing_by:
+            return False
+        limit = self.options.stall_timeout_s if child.ready else BOOT_TIMEOUT_S
+        return now - child.last_heartbeat > limit
 
     def _over_memory(self, child: ChildProcess) -> bool:
         rss = child.sample_rss()

@@ -188,15 +188,17 @@ class Consumer:
                          else [Fetcher(self, [sub], sub.concurrency, lane=False) for sub in subs])
         self._last_db_warning = 0.0
         self.grace_s = float(os.environ.get("PILLBOX_SHUTDOWN_GRACE", defaults.SHUTDOWN_GRACE_S))
+        self.stall_timeout_s = float(os.environ.get("PILLBOX_STALL_TIMEOUT",
+                                                    defaults.STALL_TIMEOUT_S))
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        self.reporter.send("ready")  # before the first pull: a handler may freeze us at once
         for fetcher in self.fetchers:
             fetcher.start()
         threading.Thread(target=self._waker, name="waker", daemon=True).start()
-        self.reporter.send("ready")
         self._heartbeat_until_stopped()
         return self._shutdown()
 
@@ -204,7 +206,7 @@ class Consumer:
         last_extend = time.monotonic()
         while not self.stopping.wait(defaults.HEARTBEAT_INTERVAL_S):
             now = time.monotonic()
-            if all(f.thread.is_alive() and now - f.tick < defaults.STALL_TIMEOUT_S / 2
+            if all(f.thread.is_alive() and now - f.tick < self.stall_timeout_s / 2
                    for f in self.fetchers):
                 self.reporter.send("hb")
             if now - last_extend > defaults.LEASE_S / 3:
