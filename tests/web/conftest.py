@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from helpers import eventually
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

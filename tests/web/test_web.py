@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from helpers import eventually
 
+from helpers import eventually
 from pillbox.broker import open_broker
 
 pytestmark = pytest.mark.crash

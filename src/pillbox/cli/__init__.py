@@ -9,6 +9,7 @@ import click
 from pillbox import __version__
 from pillbox.cli.actions import migrate, pause, procfile, publish, purge, resume
 from pillbox.cli.crashes import crashes
+from pillbox.cli.dashboard import dashboard
 from pillbox.cli.dead import dead
 from pillbox.cli.drill import drill
 from pillbox.cli.run import run
@@ -23,7 +24,7 @@ def cli() -> None:
 
 
 for command in (run, status, crashes, dead, pause, resume, purge, publish, procfile, migrate,
-                drill):
+                dashboard, drill):
     cli.add_command(command)
 
 
