@@ -14,7 +14,7 @@ class RetryDecision:
 
 def backoff_s(attempt: int, min_s: float, max_s: float, jitter: float) -> float:
     """min_s * 2**(attempt-1), capped at max_s, scaled by a jitter factor in [0.5, 1]."""
-    base = min(max_s, min_s * (2 ** max(0, attempt - 1)))
+    base = min(max_s, min_s * 2.0 ** max(0, attempt - 1))
     return base * (0.5 + 0.5 * jitter)
 
 

@@ -47,17 +47,21 @@ def purge(subscription: str, before: str | None, ids: str | None, everything: bo
     if before is None and ids is None and not everything:
         raise click.UsageError("say what to purge: --before TIME, --ids ID,... or --all")
     broker = open_db(database, app_path)
-    kwargs = {"before": parse_time(before) if before else None,
-              "ids": [i.strip() for i in ids.split(",") if i.strip()] if ids else None,
-              "everything": everything}
-    count = guard(lambda: broker.purge(subscription, dry_run=True, **kwargs))
+    cutoff = parse_time(before) if before else None
+    id_list = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+
+    def run_purge(dry: bool) -> int:
+        return broker.purge(subscription, before=cutoff, ids=id_list, everything=everything,
+                            dry_run=dry)
+
+    count = guard(lambda: run_purge(True))
     if dry_run or count == 0:
         click.echo(f"would purge {count} delivery(ies) of {subscription}" if dry_run
                    else f"nothing to purge in {subscription}")
         return
     if not yes:
         click.confirm(f"purge {count} delivery(ies) of {subscription}?", abort=True)
-    purged = guard(lambda: broker.purge(subscription, **kwargs))
+    purged = guard(lambda: run_purge(False))
     click.echo(f"purged {purged} delivery(ies) of {subscription}")
 
 

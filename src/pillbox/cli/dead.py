@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import click
@@ -77,7 +78,7 @@ def replay(delivery_ids: tuple[int, ...], database: str | None, app_path: str | 
     """Deliver dead deliveries again (fresh attempt and crash counts)."""
     broker = open_db(database, app_path)
     now = time.time()
-    missing = [i for i in delivery_ids if not guard(lambda i=i: broker.replay(i, now))]
+    missing = [i for i in delivery_ids if not guard(functools.partial(broker.replay, i, now))]
     replayed = len(delivery_ids) - len(missing)
     click.echo(f"replayed {replayed} delivery(ies)")
     if missing:
@@ -94,7 +95,7 @@ def drop(delivery_ids: tuple[int, ...], yes: bool, database: str | None,
     broker = open_db(database, app_path)
     if not yes:
         click.confirm(f"delete {len(delivery_ids)} dead delivery(ies) for good?", abort=True)
-    missing = [i for i in delivery_ids if not guard(lambda i=i: broker.drop(i))]
+    missing = [i for i in delivery_ids if not guard(functools.partial(broker.drop, i))]
     click.echo(f"dropped {len(delivery_ids) - len(missing)} delivery(ies)")
     if missing:
         raise click.ClickException("not dead (or unknown): " + ", ".join(map(str, missing)))

@@ -54,7 +54,7 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
     run_web = spec["web"] and "web" in kinds
     sock = bind_socket(bind) if run_web else None
     options = Options(
-        app_path=app_path, database=spec["database"],
+        app_path=app_path, database=str(spec["database"]),
         run_dir=tempfile.mkdtemp(prefix="pillbox-run-"),
         workers=(os.cpu_count() or 2) if workers is None else workers,
         web_workers=web_workers, web_socket=sock, crons=bool(spec["crons"]) and "cron" in kinds,

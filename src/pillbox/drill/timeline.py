@@ -15,7 +15,10 @@ def svg(outcome: Outcome, title: str) -> str:
     start, end = outcome.started_at, outcome.ended_at
     span = max(end - start, 1.0)
     plot_w = WIDTH - LEFT - RIGHT
-    x = lambda t: LEFT + plot_w * (t - start) / span  # noqa: E731 - local scale
+
+    def x(t: float) -> float:
+        return LEFT + plot_w * (t - start) / span
+
     buckets = int(span / BUCKET_S) + 1
     ok, bad, acked = [0] * buckets, [0] * buckets, [0] * buckets
     for probe in outcome.traffic.probes:
@@ -24,10 +27,13 @@ def svg(outcome: Outcome, title: str) -> str:
         if delivery.finished_at and delivery.state == "acked":
             acked[min(buckets - 1, max(0, int((delivery.finished_at - start) / BUCKET_S)))] += 1
     peak = max([*ok, *bad, *acked, 1])
-    lane = lambda y0, h, values, colour: "".join(  # noqa: E731
-        f'<rect x="{x(start + i * BUCKET_S):.1f}" y="{y0 + h - h * v / peak:.1f}" '
-        f'width="{plot_w * BUCKET_S / span:.1f}" height="{h * v / peak:.1f}" fill="{colour}"/>'
-        for i, v in enumerate(values) if v)
+
+    def lane(y0: float, h: float, values: list[int], colour: str) -> str:
+        return "".join(
+            f'<rect x="{x(start + i * BUCKET_S):.1f}" y="{y0 + h - h * v / peak:.1f}" '
+            f'width="{plot_w * BUCKET_S / span:.1f}" height="{h * v / peak:.1f}" '
+            f'fill="{colour}"/>' for i, v in enumerate(values) if v)
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>',

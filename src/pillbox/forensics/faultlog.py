@@ -73,7 +73,7 @@ def top_frame(traceback_text: str, skip: tuple[str, ...] = ()) -> str:
     """The most recent frame of the first thread in `file:line in function` form, skipping
     frames in files under `skip` (the standard library, pillbox itself) when any other is
     there, so it points at the application's code."""
-    frames = []
+    frames: list[re.Match[str]] = []
     for line in traceback_text.splitlines():
         if frames and _HEADER.match(line):
             break

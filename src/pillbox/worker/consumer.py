@@ -159,7 +159,7 @@ class Fetcher:
 
     def drain_unstarted(self) -> list[Lease]:
         """Take back leases queued but not yet started (at shutdown)."""
-        taken = []
+        taken: list[Lease] = []
         while True:
             try:
                 lease = self.work.get_nowait()

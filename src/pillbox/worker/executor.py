@@ -80,7 +80,7 @@ class Executor:
     def _call(sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
         if sub.is_async:
             assert loop is not None
-            loop.run_until_complete(sub.handler(lease.message))  # type: ignore[arg-type]
+            loop.run_until_complete(sub.handler(lease.message))
         else:
             sub.handler(lease.message)
 
