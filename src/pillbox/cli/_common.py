@@ -16,11 +16,14 @@ from pillbox import defaults
 from pillbox.app import App
 from pillbox.broker import SQLBroker, open_broker
 from pillbox.errors import PillboxError
+from pillbox.humanize import age, when
 from pillbox.loader import load_app
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EX_ATTENTION = 3
+__all__ = ["EX_ATTENTION", "age", "ago", "database_options", "emit_json", "guard", "load",
+           "open_db", "parse_time", "when"]
 
 
 def database_options(func: F) -> F:
@@ -71,27 +74,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def ago(ts: float | None, now: float | None = None) -> str:
     if ts is None:
         return "-"
     seconds = (now or time.time()) - ts
     return age(seconds)
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def parse_time(text: str) -> float:

@@ -34,6 +34,7 @@ from pillbox.broker import SQLBroker
 from pillbox.dashboard import data
 from pillbox.dashboard.auth import Auth, Session, clear_cookie_header, cookie_header
 from pillbox.errors import PillboxError, UnknownName
+from pillbox.humanize import age, when
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -530,9 +531,9 @@ def _templates() -> jinja2.Environment:
         loader=jinja2.PackageLoader("pillbox.dashboard", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True)
-    env.filters["when"] = _when
+    env.filters["when"] = when
     env.filters["ago"] = _ago
-    env.filters["age"] = _age
+    env.filters["age"] = age
     env.filters["pretty"] = _pretty
     env.filters["url"] = lambda value: quote(str(value), safe="")
     env.filters["first_line"] = _first_line
@@ -541,28 +542,12 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def _ago(ts: float | None, now: float | None = None) -> str:
     if ts is None:
         return "-"
-    return _age(max(0.0, (now or time.time()) - ts)) + " ago"
+    return age(max(0.0, (now or time.time()) - ts)) + " ago"
 
 
 def _pretty(value: Any) -> str:

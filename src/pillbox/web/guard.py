@@ -64,17 +64,8 @@ class Guard:
             from pillbox import dashboard
 
             self._dashboard = dashboard.from_environment(lambda: self.app.broker)
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self._dashboard(scope, receive, tracking_send)
-        except Exception as exc:
+        exc, started = await _call(self._dashboard, scope, receive, send)
+        if exc is not None:
             log.error("dashboard %s raised %s: %s", scope.get("path"), type(exc).__name__,
                       str(exc)[:300])
             if not started:
@@ -84,22 +75,14 @@ class Guard:
         request_id = str(next(self._ids))
         method, path = scope.get("method", "?"), scope.get("path", "")
         self.reporter.send("req", r=request_id, m=method, p=path[:300])
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.inner(scope, receive, tracking_send)
-        except Exception as exc:
+            exc, started = await _call(self.inner, scope, receive, send)
+        finally:
+            self.reporter.send("reqdone", r=request_id)
+        if exc is not None:
             self._record(method, path, exc)
             if not started:
                 await _json(send, 500, {"error": "internal server error"})
-        finally:
-            self.reporter.send("reqdone", r=request_id)
 
     def _record(self, method: str, path: str, exc: Exception) -> None:
         text = "".join(traceback.format_exception(exc))
@@ -116,6 +99,25 @@ class Guard:
             await _json(send, 503, {"status": "unavailable", "database": str(exc)[:300]})
             return
         await _json(send, 200, {"status": "ready"})
+
+
+async def _call(app: ASGIApp, scope: Scope, receive: Receive,
+                send: Send) -> tuple[Exception | None, bool]:
+    """Run an ASGI app; returns the exception that escaped it (if any) and whether a
+    response had already started (then no error response can be sent)."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception as exc:
+        return exc, started
+    return None, started
 
 
 async def _json(send: Send, status: int, body: dict[str, Any],
