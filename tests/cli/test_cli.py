@@ -20,7 +20,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 def pillbox(*args: str, db: str | None = None, stdin: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {}),
-                "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
+                "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(FIXTURES.parents[1]),
+                                               os.environ.get("PYTHONPATH", "")])}
     if db is not None:
         full_env["PILLBOX_DATABASE_URL"] = db
         full_env["CRASHAPP_DATABASE"] = db
@@ -144,3 +145,13 @@ def test_run_rejects_bad_input(tmp_path):
     assert unknown.returncode == 2 and "unknown work type(s) workers" in unknown.stderr
     broken = pillbox("run", "no_such_module:app", db=f"sqlite:///{tmp_path}/x.db")
     assert broken.returncode == 1 and "No module named 'no_such_module'" in broken.stderr
+
+
+def test_status_with_the_app_shows_its_crons(tmp_path):
+    db = f"sqlite:///{tmp_path}/crons.db"
+    done = pillbox("status", "--json", "--app", "examples.incidents.app:app", db=db)
+    assert done.returncode == 0, done.stderr
+    (cron,) = json.loads(done.stdout)["crons"]
+    assert cron["name"] == "nudges" and cron["schedule"] == "* * * * *"
+    assert cron["catch_up"] == "latest" and cron["overlap"] is False
+    assert cron["last_tick"] is None and cron["next_tick"] > time.time()

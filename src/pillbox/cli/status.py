@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -11,7 +13,19 @@ from rich.console import Console
 from rich.table import Table
 
 from pillbox import defaults
-from pillbox.cli._common import EX_ATTENTION, age, ago, database_options, emit_json, guard, open_db
+from pillbox.app import App
+from pillbox.broker import SQLBroker
+from pillbox.cli._common import (
+    EX_ATTENTION,
+    age,
+    ago,
+    database_options,
+    emit_json,
+    guard,
+    load,
+    open_db,
+)
+from pillbox.cron import next_tick
 from pillbox.messages import CrashRecord, SubscriptionStats
 
 HOUR_S = 3600.0
@@ -22,7 +36,8 @@ HOUR_S = 3600.0
 @database_options
 def status(as_json: bool, database: str | None, app_path: str | None) -> None:
     """Subscriptions (backlog, in flight, oldest unacked, rates, failures, crashes, dead,
-    paused) and work types (restarts and last crash in the last hour).
+    paused), work types (crashes in the last hour, the last one), and with --app the crons
+    (schedule, catch-up and overlap policy, last and next tick).
 
     Exits 3 when something needs attention: dead messages or a crash loop in the last hour."""
     broker = open_db(database, app_path)
@@ -31,12 +46,38 @@ def status(as_json: bool, database: str | None, app_path: str | None) -> None:
     crashes = guard(lambda: broker.crashes(since=now - HOUR_S, limit=10_000))
     work_types = _work_types(crashes)
     attention = _attention(subs, work_types)
+    crons = _crons(load(app_path), broker, now) if app_path else []
     if as_json:
         emit_json({"subscriptions": [_sub_json(s) for s in subs], "work_types": work_types,
-                   "attention": attention, "defaults": _defaults()})
+                   "crons": crons, "attention": attention, "defaults": _defaults()})
     else:
         _print(subs, work_types, attention, now)
+        _print_crons(crons, now)
     sys.exit(EX_ATTENTION if attention else 0)
+
+
+def _crons(app: App, broker: SQLBroker, now: float) -> list[dict[str, Any]]:
+    """Each cron's schedule, policies, last claimed tick and next tick (needs --app)."""
+    found = []
+    for cron in app.crons.values():
+        last = guard(functools.partial(broker.last_tick, cron.name))
+        upcoming = next_tick(cron.schedule, cron.tz, datetime.fromtimestamp(now, UTC))
+        found.append({"name": cron.name, "schedule": cron.schedule, "tz": cron.tz,
+                      "catch_up": cron.catch_up, "overlap": cron.overlap, "last_tick": last,
+                      "next_tick": upcoming.timestamp()})
+    return found
+
+
+def _print_crons(crons: list[dict[str, Any]], now: float) -> None:
+    if not crons:
+        return
+    table = Table("cron", "schedule", "tz", "catch up", "overlap", "last tick", "next tick",
+                  title="crons")
+    for c in crons:
+        table.add_row(c["name"], c["schedule"], c["tz"], c["catch_up"], str(c["overlap"]),
+                      f"{ago(c['last_tick'], now)} ago" if c["last_tick"] else "never",
+                      f"in {age(c['next_tick'] - now)}")
+    Console(highlight=False).print(table)
 
 
 def _work_types(crashes: list[CrashRecord]) -> dict[str, dict[str, Any]]:
