@@ -150,6 +150,14 @@ def pg_schemas() -> Iterator[PostgresSchemas]:
 
 
 @pytest.fixture
+def postgres_server_url() -> str:
+    """The PostgreSQL server's own URL (for tools that make their own schema, like the
+    drill); skipped locally, failed under CI=true, when the server is unreachable."""
+    require_postgres()
+    return POSTGRES_URL
+
+
+@pytest.fixture
 def pg_url(pg_schemas: PostgresSchemas) -> str:
     """A PostgreSQL URL isolated to a fresh schema (for PostgreSQL-only tests)."""
     return pg_schemas.new()

@@ -16,14 +16,11 @@ pytestmark = pytest.mark.crash
 
 
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_drill_poison_pill_keeps_the_promise(engine, tmp_path):
+def test_drill_poison_pill_keeps_the_promise(engine, tmp_path, request):
     args = ["poison-pill", "--duration", "12", "--json", str(tmp_path / "report.json"),
             "--picture", str(tmp_path / "timeline.svg")]
     if engine == "postgres":
-        from conftest import POSTGRES_URL, require_postgres
-
-        require_postgres()
-        args += ["--database", POSTGRES_URL]
+        args += ["--database", request.getfixturevalue("postgres_server_url")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILLBOX_")}
     done = subprocess.run([sys.executable, "-m", "pillbox", "drill", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240)
