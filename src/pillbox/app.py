@@ -3,6 +3,7 @@ through. It delegates storage to the broker and running to `pillbox run`."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 from pillbox import defaults, payload
 from pillbox.broker import SQLBroker, open_broker
-from pillbox.cron import Cron, cron_subscription
+from pillbox.cron import CRON_PREFIX, Cron, cron_subscription
 from pillbox.errors import ConfigError, UnknownSubscription, UnknownTopic
 from pillbox.policy import Handler, Subscription, check_name, parse_size
 
@@ -34,6 +35,10 @@ class App:
         max_payload_bytes: int = defaults.MAX_PAYLOAD_BYTES,
     ) -> None:
         check_name("app", name)
+        if (not isinstance(max_payload_bytes, int) or isinstance(max_payload_bytes, bool)
+                or max_payload_bytes <= 0):
+            raise ConfigError(f"max_payload_bytes must be a positive integer, got "
+                              f"{max_payload_bytes!r}")
         self.name = name
         self.database = (database or os.environ.get("PILLBOX_DATABASE_URL")
                          or os.environ.get("DATABASE_URL") or defaults.DATABASE_URL)
@@ -76,8 +81,15 @@ class App:
         seconds; `memory_limit` is bytes or a size like "512MB".
         """
 
+        if name is not None and not name:
+            raise ConfigError("subscription name must not be empty (leave it out to use the "
+                              "function's name)")
+
         def register(handler: F) -> F:
             sub_name = name or handler.__name__.replace("_", "-")
+            if sub_name.startswith(CRON_PREFIX):
+                raise ConfigError(f"subscription name {sub_name!r}: names starting with "
+                                  f"{CRON_PREFIX!r} are reserved for crons")
             self.add_subscription(Subscription(
                 name=sub_name, topic=topic, handler=handler, max_attempts=max_attempts,
                 min_backoff_s=min_backoff, max_backoff_s=max_backoff, max_crashes=max_crashes,
@@ -170,8 +182,9 @@ class App:
         """
         if topic not in self.topics:
             raise UnknownTopic(topic, self.topics)
-        if delay is not None and (not isinstance(delay, int | float) or delay < 0):
-            raise ConfigError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        if delay is not None and (not isinstance(delay, int | float) or isinstance(delay, bool)
+                                  or not math.isfinite(delay) or delay < 0):
+            raise ConfigError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         _check_attributes(attributes)
         text = payload.encode(data, self.max_payload_bytes)
         broker = self.broker

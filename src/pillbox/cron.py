@@ -65,6 +65,7 @@ class Cron:
     def validate(self) -> None:
         check_name("cron", self.name)
         where = f"cron {self.name!r}"
+        _check_signature(self.func, where)
         if not isinstance(self.schedule, str) or len(self.schedule.split()) not in (5, 6):
             raise CronError(f"{where}: schedule {self.schedule!r} must have 5 fields "
                             "(minute hour day month weekday) or 6 with seconds first")
@@ -84,6 +85,22 @@ class Cron:
             raise CronError(f"{where}: overlap must be True or False, got {self.overlap!r}")
         if not callable(self.func):
             raise CronError(f"{where}: {self.func!r} is not callable")
+
+
+def _check_signature(func: Callable[..., Any], where: str) -> None:
+    """A cron function takes no argument, or one (the tick's message)."""
+    if not callable(func):
+        return
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
+        names = ", ".join(p.name for p in required)
+        raise CronError(f"{where}: the function must take no argument or one (the tick's "
+                        f"message), but it requires ({names})")
 
 
 def zone(name: str, where: str) -> ZoneInfo:

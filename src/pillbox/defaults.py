@@ -26,6 +26,9 @@ TIMEOUT_S = 60.0
 CONCURRENCY = 4
 """Deliveries of one subscription run at once in each worker process."""
 
+MAX_CONCURRENCY = 256
+"""Most handler threads one subscription may ask for in one worker process."""
+
 LEASE_S = 30.0
 """Ack deadline of a pulled delivery; extended every LEASE_S / 3 while the handler runs."""
 

@@ -54,6 +54,8 @@ class UnknownName(PillboxError):
         close = difflib.get_close_matches(name, self.known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(repr(k) for k in self.known[:10]) or "none"
+        if len(self.known) > 10:
+            listing += f", ... and {len(self.known) - 10} more"
         super().__init__(f"unknown {self.kind} {name!r}{hint} (declared: {listing})")
 
 

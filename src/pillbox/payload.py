@@ -17,7 +17,11 @@ def encode(payload: Any, max_bytes: int) -> str:
         raise PayloadNotJSON(
             f"payload is not JSON-serialisable: {type(value).__name__} at {path or '$'} ({exc})"
         ) from None
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise PayloadNotJSON(f"payload holds text that is not valid Unicode ({exc.reason} at "
+                             f"character {exc.start} of the encoded JSON)") from None
     if size > max_bytes:
         raise PayloadTooLarge(f"payload is {size} bytes, over the limit of {max_bytes} bytes")
     return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ class Subscription:
         _positive_int(where, "max_attempts", self.max_attempts)
         _positive_int(where, "max_crashes", self.max_crashes)
         _positive_int(where, "concurrency", self.concurrency)
+        if self.concurrency > defaults.MAX_CONCURRENCY:
+            raise ConfigError(f"{where}: concurrency {self.concurrency} is over the limit of "
+                              f"{defaults.MAX_CONCURRENCY} threads per worker process; run "
+                              "more worker processes (--workers) instead")
         _positive(where, "min_backoff", self.min_backoff_s)
         _positive(where, "max_backoff", self.max_backoff_s)
         _positive(where, "timeout", self.timeout_s)
@@ -88,5 +93,7 @@ def _positive_int(where: str, field: str, value: Any) -> None:
 
 
 def _positive(where: str, field: str, value: Any) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}: {field} must be a number of seconds > 0, got {value!r}")
+    if (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+            or not math.isfinite(value)):
+        raise ConfigError(f"{where}: {field} must be a finite number of seconds > 0, "
+                          f"got {value!r}")

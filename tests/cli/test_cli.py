@@ -155,3 +155,18 @@ def test_status_with_the_app_shows_its_crons(tmp_path):
     assert cron["name"] == "nudges" and cron["schedule"] == "* * * * *"
     assert cron["catch_up"] == "latest" and cron["overlap"] is False
     assert cron["last_tick"] is None and cron["next_tick"] > time.time()
+
+
+def test_read_commands_never_create_a_missing_sqlite_database(tmp_path):
+    target = tmp_path / "nowhere.db"
+    done = pillbox("status", db=f"sqlite:///{target}")
+    assert done.returncode == 1 and "no pillbox database at" in done.stderr
+    assert not target.exists()
+    assert pillbox("migrate", db=f"sqlite:///{target}").returncode == 0
+    assert target.exists()
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path):
+    done = pillbox("run", "crashapp:app", "--bind", "127.0.0.1:99999",
+                   db=f"sqlite:///{tmp_path}/x.db")
+    assert done.returncode == 2 and "port 0-65535" in done.stderr

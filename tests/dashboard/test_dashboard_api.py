@@ -267,6 +267,8 @@ def test_replay_and_drop_dead_deliveries(client: TestClient, broker: SQLBroker) 
     assert broker.delivery(second) is None
     assert client.post("/_pillbox/api/subscriptions/nope/pause",
                        headers=BEARER).status_code == 404
+    assert client.post("/_pillbox/api/dead/99999/replay", headers=BEARER).status_code == 404
+    assert client.post(f"/_pillbox/api/dead/{second}/drop", headers=BEARER).status_code == 404
 
 
 def test_targeted_purge_by_time_and_ids_with_dry_run(client: TestClient,

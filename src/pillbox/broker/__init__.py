@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from pillbox.broker.base import SQLBroker
 from pillbox.errors import DatabaseError
 
-__all__ = ["SQLBroker", "open_broker"]
+__all__ = ["SQLBroker", "open_broker", "sqlite_path"]
 
 
 def open_broker(url: str, *, pool_size: int = 4, migrate: bool = True) -> SQLBroker:
@@ -21,13 +21,20 @@ def open_broker(url: str, *, pool_size: int = 4, migrate: bool = True) -> SQLBro
     return broker
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file of a sqlite:/// URL (None for other URLs)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return url[len("sqlite:///"):].split("?", 1)[0] or None
+
+
 def _backend(url: str, pool_size: int) -> SQLBroker:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         from pillbox.broker.sqlite import SQLiteBroker
 
         parts = urlsplit(url)
-        path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        path = sqlite_path(url)
         if not path:
             raise DatabaseError(f"SQLite URL {url!r} names no file; write sqlite:///pillbox.db")
         mode = parse_qs(parts.query).get("synchronous", ["full"])[0]

@@ -76,12 +76,15 @@ class SQLiteBroker(SQLBroker):
         try:
             _begin_immediate(cur)
             yield cur
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
-        else:
             conn.commit()
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+                raise
+            raise DatabaseError(f"SQLite database {self.path!r}: {exc}") from None
+        except BaseException:
+            _rollback(conn)
+            raise
         finally:
             cur.close()
 
@@ -154,6 +157,11 @@ class SQLiteBroker(SQLBroker):
                 f"{self.path!r} is not a usable SQLite database ({exc}); the file was left "
                 "untouched"
             ) from None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.rollback()
 
 
 def _begin_immediate(cur: sqlite3.Cursor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -11,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from pillbox import defaults
 from pillbox.app import App
-from pillbox.broker import SQLBroker, open_broker
+from pillbox.broker import SQLBroker, open_broker, sqlite_path
 from pillbox.errors import PillboxError
 from pillbox.humanize import age, when
 from pillbox.loader import load_app
@@ -22,8 +24,19 @@ from pillbox.loader import load_app
 F = TypeVar("F", bound=Callable[..., Any])
 
 EX_ATTENTION = 3
-__all__ = ["EX_ATTENTION", "age", "ago", "database_options", "emit_json", "guard", "load",
-           "open_db", "parse_time", "when"]
+__all__ = [
+    "EX_ATTENTION",
+    "age",
+    "ago",
+    "console",
+    "database_options",
+    "emit_json",
+    "guard",
+    "load",
+    "open_db",
+    "parse_time",
+    "when",
+]
 
 
 def database_options(func: F) -> F:
@@ -38,13 +51,29 @@ def database_options(func: F) -> F:
     return func
 
 
-def open_db(database: str | None, app_path: str | None) -> SQLBroker:
+def open_db(database: str | None, app_path: str | None, create: bool = False) -> SQLBroker:
+    """The broker for an operator command. A SQLite file that does not exist is an error
+    (a command run from the wrong folder must not report a fresh, empty, healthy database),
+    unless `create`."""
+    url = database or defaults.DATABASE_URL
+    path = None if app_path else sqlite_path(url)
+    if path is not None and not create and not os.path.exists(path):
+        raise click.ClickException(
+            f"no pillbox database at {os.path.abspath(path)!r}: run from the app's folder, or "
+            "pass --database URL / --app module:attr")
     try:
         if app_path:
             return load(app_path).broker
-        return open_broker(database or defaults.DATABASE_URL, pool_size=2)
+        return open_broker(url, pool_size=2)
     except PillboxError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def console() -> Console:
+    """Rich output; as wide as $COLUMNS (or 200) when piped, so tables are not cut to 80."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=int(os.environ.get("COLUMNS", "200")))
 
 
 def load(app_path: str) -> App:

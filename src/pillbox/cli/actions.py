@@ -87,7 +87,7 @@ def publish(app_path: str, topic: str, payload: str, delay: float | None) -> Non
 @database_options
 def migrate(database: str | None, app_path: str | None) -> None:
     """Create or upgrade pillbox's tables (pillbox run also does this at start)."""
-    open_db(database, app_path)
+    open_db(database, app_path, create=True)
     click.echo("schema up to date")
 
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from pillbox.cli._common import ago, database_options, emit_json, guard, open_db, parse_time, when
+from pillbox.cli._common import (
+    ago,
+    console,
+    database_options,
+    emit_json,
+    guard,
+    open_db,
+    parse_time,
+    when,
+)
 from pillbox.forensics.faultlog import top_frame
 from pillbox.messages import CrashRecord
 from pillbox.supervisor.postmortem import LIBRARY_PATHS
@@ -34,7 +42,7 @@ def crashes(ctx: click.Context, since: str | None, limit: int, as_json: bool,
         table.add_row(str(record.id), when(record.at), ago(record.at),
                       f"{record.work_type} {record.pid}", record.cause,
                       in_flight_label(record), _short(top_frame(record.traceback, LIBRARY_PATHS)))
-    Console().print(table if records else "no crashes recorded")
+    console().print(table if records else "no crashes recorded")
 
 
 @crashes.command("show")
@@ -70,7 +78,7 @@ def _short(frame: str) -> str:
 
 
 def print_crash(record: CrashRecord, broker: object) -> None:
-    out = Console(highlight=False)
+    out = console()
     out.print(f"[bold]crash #{record.id}[/bold]  {when(record.at)} UTC ({ago(record.at)} ago)")
     out.print(f"cause:     [bold red]{record.cause}[/bold red]")
     status = (f"signal {record.signal}" if record.signal is not None

@@ -6,10 +6,9 @@ import functools
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from pillbox.cli._common import ago, database_options, emit_json, guard, open_db
+from pillbox.cli._common import ago, console, database_options, emit_json, guard, open_db
 from pillbox.messages import Delivery
 
 
@@ -35,7 +34,7 @@ def list_(subscription: str | None, limit: int, as_json: bool, database: str | N
     for d in rows:
         table.add_row(str(d.id), d.subscription, d.message_id, d.dead_reason or "-",
                       str(d.attempt), str(d.crashes), ago(d.finished_at) + " ago")
-    Console().print(table if rows else "no dead deliveries")
+    console().print(table if rows else "no dead deliveries")
 
 
 @dead.command()
@@ -55,7 +54,7 @@ def show(delivery_id: int, as_json: bool, database: str | None, app_path: str | 
 
 
 def _print(d: Delivery) -> None:
-    out = Console(highlight=False)
+    out = console()
     out.print(f"[bold]delivery #{d.id}[/bold] of message {d.message_id} ({d.topic} → "
               f"{d.subscription})", markup=True)
     out.print(f"state: {d.state}  reason: {d.dead_reason or '-'}  attempts: {d.attempt}  "

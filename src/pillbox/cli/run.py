@@ -50,9 +50,10 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
         limit = parse_size(memory_limit, "--memory-limit")
     except Exception as exc:
         raise click.BadParameter(str(exc)) from None
+    host, port = parse_bind(bind)
     spec = inspect_app(app_path)
     run_web = spec["web"] and "web" in kinds
-    sock = bind_socket(bind) if run_web else None
+    sock = bind_socket(host, port) if run_web else None
     options = Options(
         app_path=app_path, database=str(spec["database"]),
         run_dir=tempfile.mkdtemp(prefix="pillbox-run-"),
@@ -64,6 +65,9 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
     if "worker" not in kinds or not spec["subscriptions"]:
         options.workers = 0
     log = Log()
+    if "worker" in kinds and spec["subscriptions"] and options.workers == 0:
+        log.event("run.no_workers", "--workers 0: no worker or isolation lane runs here; "
+                  "messages wait until workers run elsewhere", level="warning")
     if sock is not None:
         host, port = sock.getsockname()[:2]
         log.event("web.listening", f"web: listening on http://{host}:{port}", host=host,
@@ -102,15 +106,21 @@ def inspect_app(app_path: str) -> dict[str, object]:
         os.unlink(target)
 
 
-def bind_socket(bind: str | None) -> socket.socket:
+def parse_bind(bind: str | None) -> tuple[str, int]:
+    """(host, port) from --bind, else 0.0.0.0:$PORT, else the default."""
     address = bind or (f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT")
                        else defaults.WEB_BIND)
     host, _, port_text = address.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise click.BadParameter(f"{address!r} is not host:port", param_hint="--bind")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise click.BadParameter(f"{address!r} is not host:port (port 0-65535)",
+                                 param_hint="--bind")
+    return host.strip("[]"), int(port_text)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    address = f"{host}:{port}"
     try:
-        sock = socket.create_server((host.strip("[]"), int(port_text)), backlog=2048,
-                                    reuse_port=False)
+        sock = socket.create_server((host, port), backlog=2048, reuse_port=False)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {address}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)

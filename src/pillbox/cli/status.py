@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from pillbox import defaults
@@ -19,6 +18,7 @@ from pillbox.cli._common import (
     EX_ATTENTION,
     age,
     ago,
+    console,
     database_options,
     emit_json,
     guard,
@@ -77,7 +77,7 @@ def _print_crons(crons: list[dict[str, Any]], now: float) -> None:
         table.add_row(c["name"], c["schedule"], c["tz"], c["catch_up"], str(c["overlap"]),
                       f"{ago(c['last_tick'], now)} ago" if c["last_tick"] else "never",
                       f"in {age(c['next_tick'] - now)}")
-    Console(highlight=False).print(table)
+    console().print(table)
 
 
 def _work_types(crashes: list[CrashRecord]) -> dict[str, dict[str, Any]]:
@@ -113,7 +113,7 @@ def _defaults() -> dict[str, Any]:
 
 def _print(subs: list[SubscriptionStats], work_types: dict[str, dict[str, Any]],
            attention: list[str], now: float) -> None:
-    out = Console(highlight=False)
+    out = console()
     table = Table("subscription", "topic", "backlog", "in flight", "oldest unacked",
                   "acked/min", "failed 1h", "crashed 1h", "dead", "paused", title="subscriptions")
     for s in subs:

@@ -386,6 +386,9 @@ class Dashboard:
             else:
                 ok = await self._read(lambda b: b.drop(delivery_id))
             if not ok and not is_form:
+                exists = await self._read(lambda b: b.delivery(delivery_id) is not None)
+                if not exists:
+                    raise _HTTPError(404, f"no delivery #{delivery_id}")
                 raise _HTTPError(409, f"delivery #{delivery_id} is not dead; nothing was done")
             done = "not_dead" if not ok else "replayed" if verb == "replay" else "dropped"
             return ({"delivery_id": delivery_id,

@@ -21,13 +21,16 @@ class ExitStatus:
             return cls(exit_code=None, signal=os.WTERMSIG(status))
         return cls(exit_code=os.WEXITSTATUS(status), signal=None)
 
-    def describe(self) -> str:
+    def describe(self, killed_for: str | None = None) -> str:
+        """"killed by SIGSEGV", "exited with code 3"; a SIGKILL nobody here sent may be the
+        kernel's OOM killer."""
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name
             except ValueError:
                 name = f"signal {self.signal}"
-            hint = " (perhaps out of memory?)" if self.signal == signal.SIGKILL else ""
+            hint = (" (perhaps out of memory?)"
+                    if self.signal == signal.SIGKILL and killed_for is None else "")
             return f"killed by {name}{hint}"
         return f"exited with code {self.exit_code}"
 

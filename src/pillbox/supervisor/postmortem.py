@@ -50,7 +50,8 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
     ] + [{"request": f"{r['method']} {r['path']}", "running_s": round(now - r["started_at"], 3)}
          for r in child.requests.values()]
     what = _what(in_flight)
-    summary = f"{cause} ({exit_status.describe()}) in {child.spec.name} pid {child.pid}{what}"
+    how = exit_status.describe(child.killed_for)
+    summary = f"{cause} ({how}) in {child.spec.name} pid {child.pid}{what}"
     if top:
         summary += f" at {top}"
     return CrashRecord(at=now, work_type=child.spec.work_type, pid=child.pid,

@@ -1,0 +1,69 @@
+"""Bad declarations and bad input are refused when they happen, with the problem named."""
+
+from __future__ import annotations
+
+import pytest
+
+from pillbox import App, ConfigError, CronError, PayloadNotJSON, UnknownTopic
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = App("validation", database=f"sqlite:///{tmp_path}/v.db")
+    yield app
+    app.close()
+
+
+def handler(message):  # pragma: no cover - never delivered here
+    pass
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"concurrency": 1_000_000}, "over the limit of 256"),
+        ({"concurrency": 0}, "concurrency must be an integer >= 1"),
+        ({"timeout": float("inf")}, "timeout must be a finite number"),
+        ({"max_backoff": float("nan")}, "max_backoff must be a finite number"),
+        ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
+        ({"memory_limit": "lots"}, "is not a size like"),
+        ({"name": ""}, "must not be empty"),
+        ({"name": "cron.nightly"}, "reserved for crons"),
+    ],
+)
+def test_bad_subscription_options_are_refused_at_declaration(app, options, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        app.subscribe("jobs", **options)(handler)
+    assert app.subscriptions == {}
+
+
+def test_a_cron_function_must_take_at_most_one_argument(app):
+    def two(a, b):  # pragma: no cover
+        pass
+
+    with pytest.raises(CronError, match=r"cron 'two'.*requires \(a, b\)"):
+        app.cron("* * * * *")(two)
+    app.cron("* * * * *", name="takes-message")(lambda message: None)
+    app.cron("* * * * *", name="takes-nothing")(lambda: None)
+
+
+def test_bad_publish_arguments_store_nothing(app):
+    app.subscribe("jobs")(handler)
+    for delay in (float("nan"), float("inf"), -1, True):
+        with pytest.raises(ConfigError, match="delay must be a finite number"):
+            app.publish("jobs", {}, delay=delay)
+    with pytest.raises(PayloadNotJSON, match="not valid Unicode"):
+        app.publish("jobs", {"text": "\ud800"})
+    assert app.broker.deliveries(subscription="jobs") == []
+
+
+def test_max_payload_bytes_must_be_positive():
+    with pytest.raises(ConfigError, match="max_payload_bytes must be a positive integer"):
+        App("bad", max_payload_bytes=-1)
+
+
+def test_long_lists_of_declared_names_say_they_were_cut(app):
+    for n in range(12):
+        app.topic(f"topic-{n:02d}")
+    with pytest.raises(UnknownTopic, match=r"\.\.\. and 2 more\)$"):
+        app.publish("nope", {})
