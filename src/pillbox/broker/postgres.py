@@ -83,6 +83,14 @@ class PostgresBroker(SQLBroker):
     def _list(self, values: Sequence[Any]) -> Any:
         return list(values)
 
+    def _has_ready(self, subscription: str, now: float) -> bool:
+        """No look before the pull: SKIP LOCKED takes no lock on an empty result, and the
+        extra round trip cost 18-27% of pull+ack throughput (bench/broker.py)."""
+        return True
+
+    def _has_suspect(self, now: float) -> bool:
+        return True
+
     def notify(self, cur: Any, topic: str) -> None:
         cur.execute(self.q["notify"], {"topic": topic})
 
