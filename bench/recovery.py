@@ -83,13 +83,13 @@ def worker_pids(proc: subprocess.Popen[bytes]) -> list[int]:
     return pids
 
 
-def wait_for(predicate: Any, timeout_s: float) -> Any:
+def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(interval_s)
     raise TimeoutError(predicate)
 
 
@@ -118,7 +118,9 @@ def recovery(base: str | None, workers: int, reps: int) -> list[float]:
             victim = worker_pids(proc)[0]
             killed_at = time.time()
             os.kill(victim, signal.SIGKILL)
-            first = wait_for(lambda at=killed_at: _first_ack_after(broker, at), 30)
+            # the ack's own timestamp is measured, so polling slowly costs no precision
+            first = wait_for(lambda at=killed_at: _first_ack_after(broker, at), 30,
+                             interval_s=0.25)
             results.append(first - killed_at)
     finally:
         stop.set()
@@ -140,8 +142,10 @@ def under_run(base: str | None, messages: int, concurrency: int) -> float:
     app.broker.publish_batch("noop", ["{}"] * messages, time.time())
     proc = start_run(url, 1, concurrency)
     try:
+        # rates come from the ack timestamps, so a slow poll here costs no precision, and a
+        # fast one would compete with the worker (stats() scans every delivery)
         wait_for(lambda: app.broker.stats(time.time())[0].backlog == 0
-                 and app.broker.stats(time.time())[0].in_flight == 0, 600)
+                 and app.broker.stats(time.time())[0].in_flight == 0, 600, interval_s=0.5)
     finally:
         stop_run(proc)
     rate = _ack_rate(app.broker)
