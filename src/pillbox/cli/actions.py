@@ -10,24 +10,23 @@ from pillbox.cli._common import database_options, guard, load, open_db, parse_ti
 from pillbox.errors import PillboxError
 
 
-@click.command()
-@click.argument("subscription")
-@database_options
-def pause(subscription: str, database: str | None, app_path: str | None) -> None:
-    """Stop delivering SUBSCRIPTION (publishing still stores); every process within ~1 s."""
-    broker = open_db(database, app_path)
-    guard(lambda: broker.set_paused(subscription, True))
-    click.echo(f"paused {subscription}")
+def _pause_command(name: str, paused: bool, doc: str) -> click.Command:
+    """`pillbox pause` and `pillbox resume`: one switch, two words."""
+
+    @click.command(name=name, help=doc)
+    @click.argument("subscription")
+    @database_options
+    def command(subscription: str, database: str | None, app_path: str | None) -> None:
+        broker = open_db(database, app_path)
+        guard(lambda: broker.set_paused(subscription, paused))
+        click.echo(f"{name}d {subscription}")
+
+    return command
 
 
-@click.command()
-@click.argument("subscription")
-@database_options
-def resume(subscription: str, database: str | None, app_path: str | None) -> None:
-    """Deliver SUBSCRIPTION again."""
-    broker = open_db(database, app_path)
-    guard(lambda: broker.set_paused(subscription, False))
-    click.echo(f"resumed {subscription}")
+pause = _pause_command("pause", True, "Stop delivering SUBSCRIPTION (publishing still "
+                       "stores); every process stops pulling it at its next pull.")
+resume = _pause_command("resume", False, "Deliver SUBSCRIPTION again.")
 
 
 @click.command()
