@@ -17,7 +17,7 @@ import json
 import secrets
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -29,21 +29,6 @@ Row = Sequence[Any]
 
 #: What a crash does to each delivery that was in flight.
 CULPRIT, SUSPECT, RELEASED = "culprit", "suspect", "released"
-
-
-class Cursor(ABC):
-    """The part of a DB-API cursor the broker uses."""
-
-    rowcount: int
-
-    @abstractmethod
-    def execute(self, query: Any, params: Any = ...) -> Any: ...
-
-    @abstractmethod
-    def fetchone(self) -> Any: ...
-
-    @abstractmethod
-    def fetchall(self) -> list[Any]: ...
 
 
 class SQLBroker(ABC):
@@ -540,8 +525,3 @@ def _stats(row: Row, now: float) -> SubscriptionStats:
         oldest_unacked_age_s=None if oldest is None else max(0.0, now - oldest), dead=dead,
         acked_5m=acked_5m, failed_5m=failed_5m, crashed_5m=crashed_5m, acked_1h=acked_1h,
         failed_1h=failed_1h, crashed_1h=crashed_1h, dead_1h=dead_1h)
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

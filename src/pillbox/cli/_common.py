@@ -124,7 +124,3 @@ def parse_time(text: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-def env_default(name: str, fallback: str) -> str:
-    return os.environ.get(name, fallback)

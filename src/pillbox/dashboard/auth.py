@@ -98,11 +98,6 @@ class Auth:
         nonce = secrets.token_hex(16)
         return f"{issued}.{nonce}.{self._sign('session', issued, nonce)}", nonce
 
-    def session_for_cookie(self, cookie_value: str) -> Session:
-        """The session a just-issued cookie value opens (to render the page that follows)."""
-        _, nonce, _ = cookie_value.split(".")
-        return Session("dev" if self.dev else "cookie", self._csrf(nonce))
-
     def _cookie_nonce(self, cookie_header: str, now: float) -> str | None:
         if not cookie_header or not self._key:
             return None

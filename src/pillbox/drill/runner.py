@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,7 @@ class Outcome:
     crashes: list[CrashRecord]
     good: list[Delivery]
     thread_errors: list[dict[str, Any]]
-    app_exit_code: int | None
     log_path: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Drill:
@@ -157,7 +155,7 @@ class Drill:
             injected_at=injected_at, ended_at=ended, traffic=traffic, poison_id=poison_id,
             poison=poison, crashes=broker.crashes(since=started - 1, limit=10_000), good=good,
             thread_errors=broker.events(kind="thread_error", since=started - 1, limit=1000),
-            app_exit_code=None, log_path=str(self.workdir / "pillbox-run.log"))
+            log_path=str(self.workdir / "pillbox-run.log"))
 
     def _stop_app(self) -> None:
         if self.broker is not None:
@@ -170,10 +168,6 @@ class Drill:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.returncode
 
 
 def _free_port() -> int:

@@ -66,7 +66,6 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.selector = selectors.DefaultSelector()
-        self.restarts: dict[str, list[float]] = {"worker": [], "web": [], "cron": []}
         self._last_rss = self._last_rescue = 0.0
         self._wake_r, self._wake_w = os.pipe()
         self._oom_baseline = postmortem.oom_kills()
@@ -216,7 +215,6 @@ class Supervisor:
     def _schedule_restart(self, child: ChildProcess, now: float) -> None:
         delay = self.trackers[child.spec.name].on_exit(child.started_at, now)
         child.restart_at = now + delay
-        self.restarts[child.spec.work_type].append(now)
         if delay:
             self.log.event("child.backoff", f"restarting {child.spec.name} in {delay:.1f}s",
                            child=child.spec.name, delay_s=delay)
