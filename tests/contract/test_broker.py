@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -673,6 +674,27 @@ def test_a_file_that_is_not_sqlite_gives_a_database_error_and_is_left_untouched(
 
     assert path.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_opening_a_fresh_sqlite_file_waits_for_another_writer_instead_of_failing(
+        tmp_path: Path) -> None:
+    """Switching a new file to WAL upgrades a read lock inside one statement, where SQLite
+    refuses at once rather than wait; the broker must wait like any other statement."""
+    path = tmp_path / "fresh.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.5, writer.commit).start()
+    try:
+        broker = open_broker(f"sqlite:///{path}")
+    finally:
+        writer.close()
+    try:
+        with broker.reading() as cur:
+            assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        broker.close()
 
 
 def _free_port() -> int:

@@ -53,20 +53,40 @@ class SQLiteBroker(SQLBroker):
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        """Connect and set the pragmas, retrying while another process holds the lock.
+
+        Switching a fresh file to WAL upgrades a read lock to a write lock inside one
+        statement; SQLite answers "database is locked" at once there instead of waiting
+        (its deadlock rule), so several processes creating the same database together need
+        the retry that the busy timeout gives every other statement.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.005
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise DatabaseError(f"SQLite database {self.path!r}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                raise DatabaseError(
+                    f"{self.path!r} cannot be opened as a SQLite database ({exc}); "
+                    "the file was left untouched"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.OperationalError as exc:
-            raise DatabaseError(f"SQLite database {self.path!r}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseError(
-                f"{self.path!r} cannot be opened as a SQLite database ({exc}); "
-                "the file was left untouched"
-            ) from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager
@@ -157,6 +177,11 @@ class SQLiteBroker(SQLBroker):
                 f"{self.path!r} is not a usable SQLite database ({exc}); the file was left "
                 "untouched"
             ) from None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
