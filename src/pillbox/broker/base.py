@@ -27,8 +27,9 @@ from pillbox.messages import CrashRecord, Delivery, Lease, Message, Subscription
 
 Row = Sequence[Any]
 
-#: What a crash does to each delivery that was in flight.
-CULPRIT, SUSPECT, RELEASED = "culprit", "suspect", "released"
+#: What a crash does to each delivery that was in flight (or held: FINISHED is a delivery
+#: whose handler had succeeded and whose ack was still pending; it is acked).
+CULPRIT, SUSPECT, RELEASED, FINISHED = "culprit", "suspect", "released", "finished"
 
 
 class SQLBroker(ABC):
@@ -45,6 +46,12 @@ class SQLBroker(ABC):
 
     def reading(self) -> AbstractContextManager[Any]:
         """A cursor for a read-only look (no write lock); by default a transaction."""
+        return self.transaction()
+
+    def single_statement(self) -> AbstractContextManager[Any]:
+        """A cursor for work the dialect does in one statement (publish, ack and lease,
+        extend, release). A dialect whose round trips are costly runs it in autocommit, with
+        no BEGIN/COMMIT of its own; by default a transaction."""
         return self.transaction()
 
     @abstractmethod
@@ -116,7 +123,7 @@ class SQLBroker(ABC):
         if cursor is not None:
             self._publish_with(cursor, params)
         else:
-            with self.transaction() as cur:
+            with self.single_statement() as cur:
                 self._publish_with(cur, params)
         return message_id
 
@@ -133,18 +140,20 @@ class SQLBroker(ABC):
 
     def publish_batch(self, topic: str, payloads_json: Sequence[str], now: float) -> list[str]:
         """Store many messages in one transaction (used by benchmarks and bulk loads)."""
-        ids = []
+        rows: list[dict[str, Any]] = [{"id": uuid.uuid4().hex, "topic": topic, "payload": payload,
+                                       "attributes": "{}", "now": now, "available_at": now}
+                                      for payload in payloads_json]
         with self.transaction() as cur:
-            for payload in payloads_json:
-                message_id = uuid.uuid4().hex
-                self._publish_with(cur, {"id": message_id, "topic": topic, "payload": payload,
-                                         "attributes": "{}", "now": now, "available_at": now},
-                                   notify=False)
-                ids.append(message_id)
+            self._publish_many(cur, rows)
             self.notify(cur, topic)
-        return ids
+        return [row["id"] for row in rows]
+
+    def _publish_many(self, cur: Any, rows: Sequence[dict[str, Any]]) -> None:
+        for params in rows:
+            self._publish_with(cur, params, notify=False)
 
     def _publish_with(self, cur: Any, params: dict[str, Any], notify: bool = True) -> None:
+        """Store and fan out one message (a dialect may do it in one statement)."""
         cur.execute(self.q["insert_message"], params)
         cur.execute(self.q["fan_out"], params)
         if notify:
@@ -164,10 +173,15 @@ class SQLBroker(ABC):
                   "deadline": now + lease_s, "now": now, "limit": limit}
         if not acks and not self._has_ready(subscription, now):
             return []
-        with self.transaction() as cur:
-            self._ack_with(cur, acks, now)
-            rows = self._lease_rows(cur, self.q["lease"], params)
+        with self.single_statement() as cur:
+            rows = self._ack_and_lease(cur, acks, params)
         return [self._lease(row, token, owner, now + lease_s) for row in rows]
+
+    def _ack_and_lease(self, cur: Any, acks: Sequence[Lease], params: dict[str, Any]
+                       ) -> list[Row]:
+        """Ack `acks` and run the lease query (a dialect may do both in one statement)."""
+        self._ack_with(cur, acks, params["now"])
+        return self._lease_rows(cur, self.q["lease"], params)
 
     def _has_ready(self, subscription: str, now: float) -> bool:
         """A read-only look before taking a write lock for a pull that may find nothing."""
@@ -182,17 +196,37 @@ class SQLBroker(ABC):
             return cur.fetchone() is not None
 
     def ack_many(self, leases: Sequence[Lease], now: float) -> list[bool]:
-        """Ack several leases in one transaction; True for each lease that was still held."""
-        with self.transaction() as cur:
+        """Ack several leases in one statement; True for each lease that was still held."""
+        if not leases:
+            return []
+        with self.single_statement() as cur:
             return self._ack_with(cur, leases, now)
 
     def _ack_with(self, cur: Any, leases: Sequence[Lease], now: float) -> list[bool]:
-        held = []
-        for lease in leases:
-            cur.execute(self.q["ack"], {"id": lease.delivery_id, "token": lease.token,
+        """One statement per round of distinct deliveries: a stale and a current lease of
+        the same delivery in one call must not both count as held (a workers' batch never
+        has two, so that is one round)."""
+        held = [False] * len(leases)
+        pending = list(enumerate(leases))
+        while pending:
+            batch: dict[int, tuple[int, Lease]] = {}
+            later = []
+            for index, lease in pending:
+                if lease.delivery_id in batch:
+                    later.append((index, lease))
+                else:
+                    batch[lease.delivery_id] = (index, lease)
+            cur.execute(self.q["ack"], {**self._held([(d, x.token) for d, (_, x) in batch.items()]),
                                         "now": now})
-            held.append(cur.rowcount == 1)
+            for row in cur.fetchall():
+                held[batch[int(row[0])][0]] = True
+            pending = later
         return held
+
+    def _held(self, leases: Sequence[tuple[int, str]]) -> dict[str, Any]:
+        """The ids/tokens parameters that name leases in the batch queries."""
+        return {"ids": self._list([int(d) for d, _ in leases]),
+                "tokens": self._list([t for _, t in leases])}
 
     def pull_suspect(self, subscriptions: Sequence[str], owner: str, lease_s: float,
                      now: float) -> list[Lease]:
@@ -216,7 +250,7 @@ class SQLBroker(ABC):
 
     def ack(self, lease: Lease, now: float) -> bool:
         """Mark done; False when the lease was lost (expired and taken over)."""
-        return self._one("ack", {"id": lease.delivery_id, "token": lease.token, "now": now})
+        return self.ack_many([lease], now)[0]
 
     def nack(self, lease: Lease, error: str, retry_at: float | None, now: float) -> bool:
         """Handler failed: redeliver at retry_at, or dead when retry_at is None."""
@@ -237,22 +271,19 @@ class SQLBroker(ABC):
 
     def extend(self, leases: Sequence[tuple[int, str]], deadline: float) -> int:
         """Push the deadline of leases still held; returns how many were."""
-        held = 0
-        with self.transaction() as cur:
-            for delivery_id, token in leases:
-                cur.execute(self.q["extend"], {"id": delivery_id, "token": token,
-                                               "deadline": deadline})
-                held += cur.rowcount
-        return held
+        if not leases:
+            return 0
+        with self.single_statement() as cur:
+            cur.execute(self.q["extend"], {**self._held(leases), "deadline": deadline})
+            return int(cur.rowcount)
 
     def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
         """Give leases back without charging the attempt."""
-        released = 0
-        with self.transaction() as cur:
-            for delivery_id, token in leases:
-                cur.execute(self.q["release"], {"id": delivery_id, "token": token, "now": now})
-                released += cur.rowcount
-        return released
+        if not leases:
+            return 0
+        with self.single_statement() as cur:
+            cur.execute(self.q["release"], {**self._held(leases), "now": now})
+            return int(cur.rowcount)
 
     def leases_of(self, owner: str) -> list[tuple[int, str]]:
         """(delivery_id, token) of every lease `owner` still holds."""
@@ -270,7 +301,8 @@ class SQLBroker(ABC):
     def record_crash(self, record: CrashRecord, roles: Sequence[tuple[int, str, str]]) -> int:
         """Store a crash record and apply it to in-flight deliveries.
 
-        `roles` holds (delivery_id, lease_token, role) with role culprit, suspect or released.
+        `roles` holds (delivery_id, lease_token, role) with role culprit, suspect, released
+        or finished (its handler had succeeded: acked).
         A culprit's crash count goes up (dead as a poison pill at max_crashes); a suspect is
         retried alone without losing an attempt; a released delivery simply goes back.
         """
@@ -285,8 +317,9 @@ class SQLBroker(ABC):
                     record: CrashRecord) -> None:
         params = {"id": delivery_id, "token": token, "now": record.at, "crash_id": crash_id,
                   "role": role, "error": f"crash #{crash_id}: {record.summary}"}
-        if role == RELEASED:
-            cur.execute(self.q["release"], params)
+        if role in (RELEASED, FINISHED):
+            query = "release" if role == RELEASED else "ack"
+            cur.execute(self.q[query], {**self._held([(delivery_id, token)]), "now": record.at})
             return
         if role == SUSPECT:
             cur.execute(self.q["mark_suspect"], params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pillbox.broker import queries
 from pillbox.broker.base import Row, SQLBroker
 from pillbox.errors import DatabaseError
+from pillbox.messages import Lease
 
 CHANNEL = "pillbox"
 
@@ -45,7 +46,7 @@ class PostgresBroker(SQLBroker):
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=self._pool_size, open=True,
                     timeout=self._timeout, name="pillbox",
-                    kwargs={"connect_timeout": int(self._timeout)},
+                    kwargs={"connect_timeout": int(self._timeout), "autocommit": True},
                 )
             return self._pool
 
@@ -59,10 +60,24 @@ class PostgresBroker(SQLBroker):
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
         try:
+            with (self._get_pool().connection() as conn, conn.transaction(),
+                  conn.cursor() as cur):
+                yield cur
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+
+    @contextmanager
+    def single_statement(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Autocommit: the one statement is its own transaction, so the hot paths pay one
+        round trip instead of BEGIN, statement, COMMIT."""
+        try:
             with self._get_pool().connection() as conn, conn.cursor() as cur:
                 yield cur
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+
+    def reading(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return self.single_statement()
 
     def close(self) -> None:
         with self._pool_lock:
@@ -82,6 +97,19 @@ class PostgresBroker(SQLBroker):
 
     def _list(self, values: Sequence[Any]) -> Any:
         return list(values)
+
+    def _publish_with(self, cur: Any, params: dict[str, Any], notify: bool = True) -> None:
+        cur.execute(self.q["publish_notify" if notify else "publish"], params)
+
+    def _publish_many(self, cur: Any, rows: Sequence[dict[str, Any]]) -> None:
+        cur.executemany(self.q["publish"], rows)  # psycopg pipelines the statements
+
+    def _ack_and_lease(self, cur: Any, acks: Sequence[Lease], params: dict[str, Any]
+                       ) -> list[Row]:
+        if not acks:
+            return self._lease_rows(cur, self.q["lease"], params)
+        held = self._held([(lease.delivery_id, lease.token) for lease in acks])
+        return self._lease_rows(cur, self.q["ack_and_lease"], {**params, **held})
 
     def _has_ready(self, subscription: str, now: float) -> bool:
         """No look before the pull: SKIP LOCKED takes no lock on an empty result, and the

@@ -13,15 +13,28 @@ ON CONFLICT (name) DO UPDATE SET topic = excluded.topic, max_attempts = excluded
 -- Every subscription the database knows, with its topic.
 SELECT name, topic FROM pillbox_subscriptions ORDER BY name;
 
--- name: insert_message
--- Store a published message once; deliveries are fanned out by fan_out.
-INSERT INTO pillbox_messages (id, topic, payload, attributes, published_at)
-VALUES (%(id)s, %(topic)s, %(payload)s, %(attributes)s, %(now)s);
-
--- name: fan_out
--- One delivery per subscription of the topic.
+-- name: publish
+-- Store a message and fan it out to one delivery per subscription of its topic, in one
+-- statement.
+WITH message AS (
+    INSERT INTO pillbox_messages (id, topic, payload, attributes, published_at)
+    VALUES (%(id)s, %(topic)s, %(payload)s, %(attributes)s, %(now)s)
+    RETURNING id)
 INSERT INTO pillbox_deliveries (message_id, subscription, state, published_at, available_at)
-SELECT %(id)s, name, 'available', %(now)s, %(available_at)s FROM pillbox_subscriptions WHERE topic = %(topic)s;
+SELECT message.id, s.name, 'available', %(now)s, %(available_at)s
+FROM message, pillbox_subscriptions s WHERE s.topic = %(topic)s;
+
+-- name: publish_notify
+-- publish, and wake consumers of the topic when the transaction commits, in one statement.
+WITH message AS (
+    INSERT INTO pillbox_messages (id, topic, payload, attributes, published_at)
+    VALUES (%(id)s, %(topic)s, %(payload)s, %(attributes)s, %(now)s)
+    RETURNING id),
+deliveries AS (
+    INSERT INTO pillbox_deliveries (message_id, subscription, state, published_at, available_at)
+    SELECT message.id, s.name, 'available', %(now)s, %(available_at)s
+    FROM message, pillbox_subscriptions s WHERE s.topic = %(topic)s)
+SELECT pg_notify('pillbox', %(topic)s);
 
 -- name: notify
 -- Wake consumers of the topic (delivered when the publishing transaction commits).
@@ -30,6 +43,32 @@ SELECT pg_notify('pillbox', %(topic)s);
 -- name: lease
 -- Lease up to %(limit)s available deliveries of one subscription (none while it is paused).
 WITH picked AS (
+    SELECT id FROM pillbox_deliveries
+    WHERE subscription = %(subscription)s AND state = 'available' AND NOT suspect
+      AND available_at <= %(now)s
+      AND NOT (SELECT paused FROM pillbox_subscriptions WHERE name = %(subscription)s)
+    ORDER BY available_at, id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+UPDATE pillbox_deliveries d
+SET state = 'leased', attempt = d.attempt + 1, lease_owner = %(owner)s, lease_token = %(token)s,
+    lease_deadline = %(deadline)s
+FROM picked, pillbox_messages m
+WHERE d.id = picked.id AND m.id = d.message_id
+RETURNING d.id, d.message_id, d.subscription, d.attempt, m.topic, m.payload, m.attributes,
+          m.published_at;
+
+-- name: ack_and_lease
+-- The worker's hot path in one statement (one round trip in autocommit): ack finished
+-- deliveries (%(ids)s/%(tokens)s), then lease up to %(limit)s more. The two touch disjoint rows
+-- (leased vs available); a data-modifying CTE always runs to completion.
+WITH acked AS (
+    UPDATE pillbox_deliveries d
+    SET state = 'acked', finished_at = %(now)s, lease_owner = NULL, lease_token = NULL,
+        lease_deadline = NULL
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS held(id, token)
+    WHERE d.id = held.id AND d.lease_token = held.token AND d.state = 'leased'
+    RETURNING d.id),
+picked AS (
     SELECT id FROM pillbox_deliveries
     WHERE subscription = %(subscription)s AND state = 'available' AND NOT suspect
       AND available_at <= %(now)s
@@ -69,11 +108,13 @@ WHERE d.id = ANY(%(ids)s::bigint[])
 ORDER BY d.available_at, d.id;
 
 -- name: ack
--- Done: only the current lease holder may ack.
-UPDATE pillbox_deliveries
+-- Done: only the current lease holder may ack. %(ids)s and %(tokens)s pair up by position.
+UPDATE pillbox_deliveries d
 SET state = 'acked', finished_at = %(now)s, lease_owner = NULL, lease_token = NULL,
     lease_deadline = NULL
-WHERE id = %(id)s AND lease_token = %(token)s AND state = 'leased';
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS held(id, token)
+WHERE d.id = held.id AND d.lease_token = held.token AND d.state = 'leased'
+RETURNING d.id;
 
 -- name: nack_retry
 -- Handler raised: deliver again at %(retry_at)s, keeping the error.
@@ -90,16 +131,19 @@ SET state = 'dead', dead_reason = %(reason)s, last_error = %(error)s, finished_a
 WHERE id = %(id)s AND lease_token = %(token)s AND state = 'leased';
 
 -- name: extend
--- Push the ack deadline of a lease still held.
-UPDATE pillbox_deliveries SET lease_deadline = %(deadline)s
-WHERE id = %(id)s AND lease_token = %(token)s AND state = 'leased';
+-- Push the ack deadline of leases still held (%(ids)s and %(tokens)s pair up by position).
+UPDATE pillbox_deliveries d SET lease_deadline = %(deadline)s
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS held(id, token)
+WHERE d.id = held.id AND d.lease_token = held.token AND d.state = 'leased';
 
 -- name: release
--- Give a lease back without charging an attempt (shutdown, prefetched but never started).
-UPDATE pillbox_deliveries
-SET state = 'available', attempt = attempt - 1, available_at = %(now)s, lease_owner = NULL,
+-- Give leases back without charging an attempt (shutdown, prefetched but never started);
+-- %(ids)s and %(tokens)s pair up by position.
+UPDATE pillbox_deliveries d
+SET state = 'available', attempt = d.attempt - 1, available_at = %(now)s, lease_owner = NULL,
     lease_token = NULL, lease_deadline = NULL
-WHERE id = %(id)s AND lease_token = %(token)s AND state = 'leased';
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS held(id, token)
+WHERE d.id = held.id AND d.lease_token = held.token AND d.state = 'leased';
 
 -- name: rescue_expired
 -- Leases whose owner vanished (deadline passed) become available again.

@@ -57,11 +57,13 @@ WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.available_at, d.id;
 
 -- name: ack
--- Done: only the current lease holder may ack.
+-- Done: only the current lease holder may ack. :ids and :tokens (JSON lists) pair up by position.
 UPDATE pillbox_deliveries
 SET state = 'acked', finished_at = :now, lease_owner = NULL, lease_token = NULL,
     lease_deadline = NULL
-WHERE id = :id AND lease_token = :token AND state = 'leased';
+WHERE state = 'leased' AND (id, lease_token) IN (
+    SELECT i.value, t.value FROM json_each(:ids) AS i JOIN json_each(:tokens) AS t ON t.key = i.key)
+RETURNING id;
 
 -- name: nack_retry
 -- Handler raised: deliver again at :retry_at, keeping the error.
@@ -78,16 +80,19 @@ SET state = 'dead', dead_reason = :reason, last_error = :error, finished_at = :n
 WHERE id = :id AND lease_token = :token AND state = 'leased';
 
 -- name: extend
--- Push the ack deadline of a lease still held.
+-- Push the ack deadline of leases still held (:ids and :tokens pair up by position).
 UPDATE pillbox_deliveries SET lease_deadline = :deadline
-WHERE id = :id AND lease_token = :token AND state = 'leased';
+WHERE state = 'leased' AND (id, lease_token) IN (
+    SELECT i.value, t.value FROM json_each(:ids) AS i JOIN json_each(:tokens) AS t ON t.key = i.key);
 
 -- name: release
--- Give a lease back without charging an attempt (shutdown, prefetched but never started).
+-- Give leases back without charging an attempt (shutdown, prefetched but never started);
+-- :ids and :tokens pair up by position.
 UPDATE pillbox_deliveries
 SET state = 'available', attempt = attempt - 1, available_at = :now, lease_owner = NULL,
     lease_token = NULL, lease_deadline = NULL
-WHERE id = :id AND lease_token = :token AND state = 'leased';
+WHERE state = 'leased' AND (id, lease_token) IN (
+    SELECT i.value, t.value FROM json_each(:ids) AS i JOIN json_each(:tokens) AS t ON t.key = i.key);
 
 -- name: rescue_expired
 -- Leases whose owner vanished (deadline passed) become available again.
