@@ -32,6 +32,20 @@ MAX_CONCURRENCY = 256
 LEASE_S = 30.0
 """Ack deadline of a pulled delivery; extended every LEASE_S / 3 while the handler runs."""
 
+PREFETCH_WINDOW_S = 0.05
+"""A worker leases ahead only as many deliveries as its recent handlers finish in this long
+(none while handlers are slow), so a delivery never waits long behind its own worker."""
+
+PREFETCH_MAX = 32
+"""Most deliveries of one subscription a worker leases ahead of its idle slots."""
+
+STRANDED_AFTER_S = 0.25
+"""Leased-ahead deliveries still waiting when every slot has been busy this long (a handler
+turned out slow) are given back at once, without an attempt penalty, for other workers."""
+
+ACK_DELAY_MAX_S = 0.05
+"""Finished deliveries are acked with the next pull, or on their own after this long."""
+
 POLL_INTERVAL_S = 0.05
 """Shortest wait of an idle consumer between looks for work (it backs off when idle)."""
 

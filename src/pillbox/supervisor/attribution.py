@@ -4,14 +4,15 @@
 - alone in flight (or in the isolation lane): the culprit;
 - several in flight: each is a suspect, retried alone so the culprit is found and innocents
   lose nothing;
-- leased but never started: released.
+- leased but never started: released;
+- finished with success but not yet acked (acks ride on the next pull): acked for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pillbox.broker.base import CULPRIT, RELEASED, SUSPECT
+from pillbox.broker.base import CULPRIT, FINISHED, RELEASED, SUSPECT
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,14 @@ class Started:
 
 
 def attribute(started: list[Started], leased: list[tuple[int, str]],
-              blamed: int | None) -> list[tuple[int, str, str]]:
+              blamed: int | None, finished: dict[int, str] | None = None
+              ) -> list[tuple[int, str, str]]:
     """(delivery_id, token, role) for everything the dead process held.
 
     `blamed`: a delivery the supervisor itself singled out (the one that timed out).
+    `finished`: delivery id -> lease token of handlers the process reported successful.
     """
+    finished = finished or {}
     roles: list[tuple[int, str, str]] = []
     started_ids = {s.delivery_id for s in started}
     if blamed is not None and blamed in started_ids:
@@ -41,5 +45,6 @@ def attribute(started: list[Started], leased: list[tuple[int, str]],
         roles.append((started[0].delivery_id, started[0].token, CULPRIT))
     else:
         roles += [(s.delivery_id, s.token, SUSPECT) for s in started]
-    roles += [(d, t, RELEASED) for d, t in leased if d not in started_ids]
+    roles += [(d, t, FINISHED if finished.get(d) == t else RELEASED)
+              for d, t in leased if d not in started_ids]
     return roles

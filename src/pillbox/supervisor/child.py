@@ -22,6 +22,9 @@ from pillbox.supervisor.attribution import Started
 WORK_TYPE = {"worker": "worker", "lane": "worker", "web": "web", "cron": "cron",
              "standby": "worker"}
 
+#: Succeeded deliveries remembered per child, enough to cover every ack it may have pending.
+FINISHED_KEPT = 4096
+
 
 @dataclass
 class ChildSpec:
@@ -48,6 +51,8 @@ class ChildProcess:
         self.ready = False
         self.last_heartbeat = 0.0
         self.started: dict[int, Started] = {}
+        #: Deliveries whose handler succeeded, oldest first; their ack may still be pending.
+        self.finished: dict[int, str] = {}
         self.requests: dict[str, dict[str, Any]] = {}
         self.log_tail: collections.deque[str] = collections.deque(maxlen=defaults.LOG_TAIL_LINES)
         self.peak_rss = 0
@@ -98,6 +103,7 @@ class ChildProcess:
         self.started_at = self.last_heartbeat = now
         self.ready = False
         self.started.clear()
+        self.finished.clear()
         self.requests.clear()
         self.log_tail.clear()
         self.peak_rss = 0
@@ -173,7 +179,11 @@ class ChildProcess:
                 timeout_s=float(event.get("to") or defaults.TIMEOUT_S),
                 memory_limit_bytes=event.get("ml"))
         elif kind == "done":
-            self.started.pop(int(event["d"]), None)
+            done = self.started.pop(int(event["d"]), None)
+            if done is not None and event.get("ok"):
+                self.finished[done.delivery_id] = done.token
+                while len(self.finished) > FINISHED_KEPT:
+                    del self.finished[next(iter(self.finished))]
         elif kind == "req":
             self.requests[str(event["r"])] = {"method": event.get("m"), "path": event.get("p"),
                                               "started_at": now}

@@ -98,5 +98,6 @@ def read_fault(run_dir: str, pid: int, focus_thread: str | None) -> str:
 def store(broker: SQLBroker, child: ChildProcess, record: CrashRecord) -> int:
     """Save the record and charge, suspect or release what the child held."""
     owner_leases = broker.leases_of(child.owner)
-    roles = attribute(list(child.started.values()), owner_leases, child.blamed)
+    roles = attribute(list(child.started.values()), owner_leases, child.blamed,
+                      child.finished)
     return broker.record_crash(record, roles)

@@ -2,7 +2,8 @@
 as it has idle slots and hands them to `concurrency` slot threads.
 
 Responsibilities:
-1. pull only for idle slots (nothing is prefetched that could sit behind a slow handler);
+1. keep the slots busy; lease ahead only while handlers are fast (about PREFETCH_WINDOW_S of
+   work), and give back at once what waits behind a handler that turned out slow;
 2. wake on publish notifications (LISTEN/NOTIFY, or SQLite's data_version), poll as fallback;
 3. heartbeat to the supervisor while every fetcher makes progress; extend held leases;
 4. on SIGTERM: stop pulling, let in-flight handlers finish within the grace period, release
@@ -39,7 +40,14 @@ EX_SOFTWARE = 70
 
 
 class Fetcher:
-    """Leases work for one subscription (or, in the lane, for suspects of all of them)."""
+    """Leases work for one subscription (or, in the lane, for suspects of all of them).
+
+    It keeps its `slots` busy and, while recent handlers were fast, leases a little ahead
+    (about PREFETCH_WINDOW_S of work) so that one statement acks a batch and leases the next.
+    Slow handlers get no lease-ahead, and leases stranded behind a handler that turned out
+    slow are given back at once. Only started deliveries ever count in a crash: the rest of
+    what a dead worker held is released.
+    """
 
     def __init__(self, consumer: Consumer, subs: list[Subscription], slots: int,
                  lane: bool) -> None:
@@ -48,8 +56,12 @@ class Fetcher:
         self.topics = {sub.topic for sub in subs}
         self.slots = slots
         self.lane = lane
-        self.free = slots
+        self.outstanding = 0  # leased and not finished: queued + running
+        self.queued = 0
+        self.running: dict[int, float] = {}  # slot -> monotonic start of its handler
+        self.handler_s: float | None = None  # moving average of a handler's wall time
         self.acks: list[Lease] = []  # finished, to be acked with the next pull
+        self.acks_since = 0.0
         self.cond = threading.Condition()
         self.wake = threading.Event()
         self.work: queue.Queue[Lease | None] = queue.Queue()
@@ -60,8 +72,8 @@ class Fetcher:
     def start(self) -> None:
         self.thread.start()
         for index in range(self.slots):
-            threading.Thread(target=self._slot, name=f"slot:{self.thread.name[6:]}:{index}",
-                             daemon=True).start()
+            threading.Thread(target=self._slot, args=(index,),
+                             name=f"slot:{self.thread.name[6:]}:{index}", daemon=True).start()
 
     def _guarded(self) -> None:
         try:
@@ -71,32 +83,76 @@ class Fetcher:
                           "process", self.thread.name)
             os._exit(EX_SOFTWARE)
 
+    # -- how much to lease ---------------------------------------------------------------
+    def lease_ahead(self) -> int:
+        """Deliveries to hold beyond the slots: what recent handlers finish in the window."""
+        if self.lane or self.handler_s is None:
+            return 0
+        per_window = defaults.PREFETCH_WINDOW_S * self.slots / max(self.handler_s, 1e-6)
+        return min(defaults.PREFETCH_MAX, int(per_window))
+
+    def _want(self) -> int:
+        """How many to lease now (called with `cond` held): refill when a slot is idle or
+        the lease-ahead queue is down to half."""
+        ahead = self.lease_ahead()
+        room = self.slots + ahead - self.outstanding
+        if room <= 0 or self.queued > ahead // 2:
+            return 0
+        return room
+
+    # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
         consumer = self.consumer
         idle_s = defaults.POLL_INTERVAL_S
         while not consumer.stopping.is_set():
             self.tick = time.monotonic()
+            self._give_back_stranded()
             with self.cond:
-                if self.free == 0 and not self.acks:
-                    self.cond.wait(timeout=0.5)
-                    continue
-                want, acks, self.acks = self.free, self.acks, []
+                want = self._want()
+                if want == 0:
+                    acks_due = bool(self.acks) and (
+                        time.monotonic() - self.acks_since >= defaults.ACK_DELAY_MAX_S)
+                    if not acks_due:
+                        busy = self.acks or self.queued
+                        self.cond.wait(timeout=defaults.ACK_DELAY_MAX_S if busy else 0.5)
+                        continue
+                acks, self.acks = self.acks, []
             if want == 0:
                 self._ack(acks)
                 continue
             leases = self._pull(want, acks)
-            for lease in leases:
-                with self.cond:
-                    self.free -= 1
-                consumer.inflight.add(lease)
-                self.work.put(lease)
             if leases:
+                with self.cond:
+                    self.outstanding += len(leases)
+                    self.queued += len(leases)
+                for lease in leases:
+                    consumer.inflight.add(lease)
+                    self.work.put(lease)
                 idle_s = defaults.POLL_INTERVAL_S
                 continue
             self.wake.wait(timeout=idle_s)
             if not self.wake.is_set():
                 idle_s = min(defaults.IDLE_POLL_MAX_S, idle_s * 2)
             self.wake.clear()
+
+    def _give_back_stranded(self) -> None:
+        """Every slot has been stuck on a slow handler for a while: release what waits
+        behind them so other workers run it now."""
+        with self.cond:
+            if not self.queued or len(self.running) < self.slots:
+                return
+            now = time.monotonic()
+            if now - max(self.running.values()) < defaults.STRANDED_AFTER_S:
+                return
+        taken = self.take_unstarted()
+        if not taken:
+            return
+        for lease in taken:
+            self.consumer.inflight.remove(lease)
+        try:
+            self.consumer.broker.release([(x.delivery_id, x.token) for x in taken], time.time())
+        except Exception as exc:  # their leases expire and they are redelivered anyway
+            self.consumer.db_trouble(f"giving back leased-ahead deliveries: {exc}")
 
     def _pull(self, want: int, acks: list[Lease]) -> list[Lease]:
         consumer = self.consumer
@@ -136,7 +192,8 @@ class Fetcher:
         if acks:
             self._ack(acks)
 
-    def _slot(self) -> None:
+    # -- the slots -----------------------------------------------------------------------
+    def _slot(self, index: int) -> None:
         consumer = self.consumer
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(consumer.async_error)
@@ -144,6 +201,12 @@ class Fetcher:
             lease = self.work.get()
             if lease is None:
                 return
+            started = time.monotonic()
+            with self.cond:
+                self.queued -= 1
+                self.running[index] = started
+                if self.queued <= self.lease_ahead() // 2:
+                    self.cond.notify()
             sub = self.subs[lease.message.subscription]
             succeeded = False
             try:
@@ -151,22 +214,33 @@ class Fetcher:
             except Exception:
                 log.exception("delivery %s: could not record its outcome", lease.delivery_id)
             finally:
+                took = time.monotonic() - started
                 with self.cond:
+                    del self.running[index]
                     if succeeded:
+                        if not self.acks:
+                            self.acks_since = time.monotonic()
                         self.acks.append(lease)
-                    self.free += 1
+                    self.outstanding -= 1
+                    self.handler_s = (took if self.handler_s is None
+                                      else self.handler_s + 0.2 * (took - self.handler_s))
                     self.cond.notify()
 
-    def drain_unstarted(self) -> list[Lease]:
-        """Take back leases queued but not yet started (at shutdown)."""
+    def take_unstarted(self) -> list[Lease]:
+        """Take back leases queued but not yet started (at shutdown, or stranded)."""
         taken: list[Lease] = []
         while True:
             try:
                 lease = self.work.get_nowait()
             except queue.Empty:
-                return taken
+                break
             if lease is not None:
                 taken.append(lease)
+        if taken:
+            with self.cond:
+                self.queued -= len(taken)
+                self.outstanding -= len(taken)
+        return taken
 
 
 class Consumer:
@@ -224,7 +298,7 @@ class Consumer:
     def _shutdown(self) -> int:
         log.info("stopping: no new work; waiting up to %.0fs for %d in-flight handler(s)",
                  self.grace_s, len(self.inflight))
-        unstarted = [lease for f in self.fetchers for lease in f.drain_unstarted()]
+        unstarted = [lease for f in self.fetchers for lease in f.take_unstarted()]
         for lease in unstarted:
             self.inflight.remove(lease)
         deadline = time.monotonic() + self.grace_s

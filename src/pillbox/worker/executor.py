@@ -62,19 +62,21 @@ class Executor:
         self.reporter.send("start", d=message.delivery_id, k=lease.token, s=sub.name,
                            m=message.id, to=sub.timeout_s, ml=sub.memory_limit_bytes,
                            th=hex(threading.get_ident()))
+        succeeded = False
         try:
             self._call(sub, lease, loop)
+            succeeded = True
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self._failed(sub, lease, traceback.format_exc(), exc)
-            return False
-        else:
-            return True
         finally:
             blackbox.set_context(None)
             self.inflight.remove(lease)
-            self.reporter.send("done", d=message.delivery_id)
+            # ok=1: the handler succeeded and its ack is pending; should this process die
+            # before writing it, the supervisor acks it instead of letting it run twice.
+            self.reporter.send("done", d=message.delivery_id, ok=int(succeeded))
+        return succeeded
 
     @staticmethod
     def _call(sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
