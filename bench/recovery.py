@@ -3,7 +3,10 @@
 1. recovery: a steady stream of messages; SIGKILL a worker; time from its death to the next
    message acked (1 worker: mostly the restart; 2 workers: the survivor carries on);
 2. supervision cost: acks/s of no-op handlers under `pillbox run` (1 worker process) versus
-   the same handler called in a plain loop (pull, call, ack) on the same broker.
+   the same handler called in a plain loop on the same broker, two ways: the naive loop
+   (pull `concurrency`, call, ack each) and the best loop (lease `concurrency` + PREFETCH_MAX
+   ahead and ack the finished batch in the next pull, which is what a worker does on a
+   backlog of fast handlers). The second is the fair measure of what supervision costs.
 
     python bench/recovery.py [--database URL] [--reps 5] [--messages 5000]
 
@@ -153,19 +156,25 @@ def under_run(base: str | None, messages: int, concurrency: int) -> float:
     return rate
 
 
-def plain_loop(base: str | None, messages: int, concurrency: int) -> float:
+def plain_loop(base: str | None, messages: int, concurrency: int, ahead: bool) -> float:
     url = fresh_url(base, "loop")
     app = load_app(url, concurrency)
     broker = app.broker
     broker.publish_batch("noop", ["{}"] * messages, time.time())
     handler = app.subscriptions["noop"].handler
+    limit = concurrency + defaults.PREFETCH_MAX if ahead else concurrency
+    finished: list[Any] = []
     while True:
-        leases = broker.pull("noop", "loop", concurrency, 30, time.time())
+        leases = broker.pull("noop", "loop", limit, 30, time.time(), acks=finished)
+        finished = []
         if not leases:
             break
         for lease in leases:
             handler(lease.message)
-            broker.ack(lease, time.time())
+            if ahead:
+                finished.append(lease)
+            else:
+                broker.ack(lease, time.time())
     rate = _ack_rate(broker)
     app.close()
     return rate
@@ -193,9 +202,11 @@ def main() -> None:
     out["recovery_2_workers_s"] = recovery(args.database, 2, args.reps)
     for concurrency in (1, 4):
         runs = [under_run(args.database, args.messages, concurrency) for _ in range(3)]
-        loops = [plain_loop(args.database, args.messages, concurrency) for _ in range(3)]
+        loops = [plain_loop(args.database, args.messages, concurrency, False) for _ in range(3)]
+        best = [plain_loop(args.database, args.messages, concurrency, True) for _ in range(3)]
         out[f"run_c{concurrency}_per_s"] = runs
         out[f"loop_c{concurrency}_per_s"] = loops
+        out[f"loop_ahead_c{concurrency}_per_s"] = best
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / f"recovery-{engine}.json").write_text(json.dumps(out, indent=2))
@@ -204,10 +215,15 @@ def main() -> None:
     print(f"| death → next ack, 2 workers (s) | {spread(out['recovery_2_workers_s'])} |")
     for c in (1, 4):
         run, loop = out[f"run_c{c}_per_s"], out[f"loop_c{c}_per_s"]
-        ratio = statistics.median(run) / statistics.median(loop)
+        best = out[f"loop_ahead_c{c}_per_s"]
         print(f"| pillbox run, concurrency {c} (acks/s) | {spread(run)} |")
-        print(f"| plain loop, batch {c} (acks/s) | {spread(loop)} |")
-        print(f"| run / loop, concurrency {c} | {ratio:.2f} |")
+        print(f"| naive loop, batch {c}, ack each (acks/s) | {spread(loop)} |")
+        print(f"| best loop, {c} + {defaults.PREFETCH_MAX} ahead, acks in the next pull "
+              f"(acks/s) | {spread(best)} |")
+        print(f"| run / naive loop, concurrency {c} | "
+              f"{statistics.median(run) / statistics.median(loop):.2f} |")
+        print(f"| run / best loop, concurrency {c} | "
+              f"{statistics.median(run) / statistics.median(best):.2f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 
 import pytest
 
@@ -117,4 +118,35 @@ def test_worker_killed_from_outside_is_a_crash_of_cause_killed(fixture_app, run_
     assert record is not None and record.cause == "killed"
     assert record.signal == signal.SIGKILL
     assert [item["delivery_id"] for item in record.in_flight] == [delivery_id]
+    assert running.stop() == 0
+
+
+def test_finished_work_never_runs_again_when_its_worker_crashes(fixture_app, run_app, db_url):
+    """Workers lease ahead and ack finished work with their next pull. A crash in between
+    must neither rerun what had finished (the supervisor acks it for the dead worker) nor
+    charge what was only leased ahead (released)."""
+    good_ids, poison_id = publish_batch(fixture_app, 300, "segfault")
+    running = run_app(db_url, "--workers", "2", CRASHAPP_CONCURRENCY="1")
+    settle(running, 301, timeout_s=90)
+    assert_quarantined_alone(running, good_ids, poison_id, "segfault")
+
+    starts = Counter(row[0] for row in running.handler_runs() if row[2] == "start:ok")
+    assert set(starts) == set(good_ids)
+    assert {message: n for message, n in starts.items() if n > 1} == {}
+    assert running.stop() == 0
+
+
+def test_work_leased_ahead_of_a_slow_handler_is_given_back_to_other_workers(
+        fixture_app, run_app, db_url):
+    before = [fixture_app.publish("jobs", {"mode": "ok", "i": i}) for i in range(150)]
+    slow = fixture_app.publish("jobs", {"mode": "slow", "seconds": 4})
+    after = [fixture_app.publish("jobs", {"mode": "ok", "i": i}) for i in range(150)]
+    running = run_app(db_url, "--workers", "2", CRASHAPP_CONCURRENCY="1", CRASHAPP_TIMEOUT="30")
+    settle(running, 301, timeout_s=90)
+
+    finished = [row[0] for row in running.handler_runs() if row[2] == "ok"]
+    assert set(finished) == {*before, slow, *after}
+    # the slow handler's worker gave back what it had leased ahead; the other worker ran it
+    assert "gave back" in running.output()
+    assert finished.index(slow) == len(finished) - 1, "a delivery waited behind the slow one"
     assert running.stop() == 0

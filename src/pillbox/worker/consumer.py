@@ -153,6 +153,9 @@ class Fetcher:
             self.consumer.broker.release([(x.delivery_id, x.token) for x in taken], time.time())
         except Exception as exc:  # their leases expire and they are redelivered anyway
             self.consumer.db_trouble(f"giving back leased-ahead deliveries: {exc}")
+            return
+        log.info("%s: a handler has run over %.2fs; gave back %d leased-ahead delivery(ies) "
+                 "for other workers", self.thread.name[6:], defaults.STRANDED_AFTER_S, len(taken))
 
     def _pull(self, want: int, acks: list[Lease]) -> list[Lease]:
         consumer = self.consumer
