@@ -46,6 +46,9 @@ turned out slow) are given back at once, without an attempt penalty, for other w
 ACK_DELAY_MAX_S = 0.05
 """Finished deliveries are acked with the next pull, or on their own after this long."""
 
+TIMINGS_FLUSH_S = 5.0
+"""How often a worker adds its handler durations to the database (for the metrics)."""
+
 POLL_INTERVAL_S = 0.05
 """Shortest wait of an idle consumer between looks for work (it backs off when idle)."""
 

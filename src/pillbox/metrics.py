@@ -19,11 +19,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from pillbox.broker import SQLBroker
 from pillbox.messages import SubscriptionStats
+from pillbox.worker.timings import LABELS
 
 log = logging.getLogger("pillbox.metrics")
 
@@ -82,6 +88,8 @@ class PillboxCollector(Collector):
                 family.add_metric([s.name, s.topic], totals.events.get((kind, s.name), 0))
             yield family
 
+        yield handler_durations(stats, totals.durations)
+
         gauges: list[tuple[str, str, Callable[[SubscriptionStats], float]]] = [
             ("pillbox_backlog", "Deliveries waiting (available, including delayed and retrying).",
              lambda s: s.backlog),
@@ -129,6 +137,42 @@ class PillboxCollector(Collector):
                                      "Time this scrape spent reading the database.")
         duration.add_metric([], time.perf_counter() - started)
         yield duration
+
+
+def handler_durations(stats: list[SubscriptionStats],
+                      durations: dict[str, dict[str, tuple[int, float]]]) -> Metric:
+    """The stored buckets as one cumulative histogram per subscription. Bounds the stored
+    rows have and this version does not (an older or newer pillbox wrote them) fold into the
+    next bound up, so the count and sum stay whole."""
+    family = HistogramMetricFamily(
+        "pillbox_handler_duration_seconds", "Wall time of handler runs that returned or "
+        "raised (not those that crashed their process), per subscription. Workers add "
+        "theirs every few seconds.", labels=["subscription", "topic"])
+    known = {label: index for index, label in enumerate(LABELS)}
+    for s in stats:
+        counts = [0] * len(LABELS)
+        total = 0.0
+        for le, (n, seconds) in durations.get(s.name, {}).items():
+            counts[known.get(le, _fold(le))] += n
+            total += seconds
+        cumulative, running = [], 0
+        for label, n in zip(LABELS, counts, strict=True):
+            running += n
+            cumulative.append((label, running))
+        family.add_metric([s.name, s.topic], cumulative, sum_value=total)
+    return family
+
+
+def _fold(le: str) -> int:
+    """Index of the smallest known bound at or above `le` (+Inf when unparsable)."""
+    try:
+        bound = float(le)
+    except ValueError:
+        return len(LABELS) - 1
+    for index, label in enumerate(LABELS):
+        if float(label) >= bound:
+            return index
+    return len(LABELS) - 1
 
 
 class Exposition:

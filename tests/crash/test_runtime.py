@@ -154,3 +154,23 @@ def test_a_frozen_worker_is_killed_as_stalled(fixture_app, run_app, db_url):
     (delivery,) = running.broker.deliveries(message_id=message_id)
     assert delivery.crashes >= 1
     assert running.stop() == 0
+
+
+def test_handler_durations_reach_the_database_while_workers_run(fixture_app, run_app, db_url):
+    for _ in range(3):
+        fixture_app.publish("jobs", {"mode": "slow", "seconds": 0.3})
+    for _ in range(20):
+        fixture_app.publish("jobs", {"mode": "ok"})
+    fixture_app.publish("jobs", {"mode": "raise"})  # a handler that raised is timed too
+    running = run_app(db_url, "--workers", "1")
+
+    def observed() -> dict:
+        buckets = running.broker.totals().durations.get("jobs", {})
+        assert sum(n for n, _ in buckets.values()) >= 24, buckets
+        return buckets
+
+    buckets = eventually(observed, timeout_s=30, interval_s=0.5)  # flushed every 5 s
+    slow = sum(n for le, (n, _) in buckets.items() if le != "+Inf" and 0.25 < float(le) <= 1)
+    assert slow >= 3
+    assert sum(seconds for _, seconds in buckets.values()) >= 0.9
+    assert running.stop() == 0

@@ -113,3 +113,22 @@ def test_an_unreachable_database_reports_down_instead_of_failing() -> None:
 
     families = list(PillboxCollector(broken).collect())
     assert [(f.name, f.samples[0].value) for f in families] == [("pillbox_database_up", 0)]
+
+
+def test_handler_durations_from_several_workers_add_up_in_one_histogram(
+        db_url: str, client: TestClient, broker: SQLBroker) -> None:
+    other = open_broker(db_url)  # a second worker process's connection
+    try:
+        broker.add_durations([("billing", "0.005", 3, 0.009), ("billing", "1.0", 1, 0.8)])
+        other.add_durations([("billing", "0.005", 2, 0.004), ("mailer", "+Inf", 1, 500.0)])
+    finally:
+        other.close()
+    samples = scrape(client)
+    billing = {"subscription": "billing", "topic": "orders"}
+    name = "pillbox_handler_duration_seconds"
+    assert value(samples, f"{name}_bucket", le="0.005", **billing) == 5
+    assert value(samples, f"{name}_bucket", le="0.75", **billing) == 5
+    assert value(samples, f"{name}_bucket", le="1.0", **billing) == 6
+    assert value(samples, f"{name}_count", **billing) == 6
+    assert abs(value(samples, f"{name}_sum", **billing) - 0.813) < 1e-9
+    assert value(samples, f"{name}_count", subscription="mailer", topic="mail") == 1

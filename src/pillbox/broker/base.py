@@ -480,7 +480,22 @@ class SQLBroker(ABC):
             events = {(kind, sub): int(n) for kind, sub, n in cur.fetchall()}
             cur.execute(self.q["totals_crashes"])
             crashes = {(work_type, cause): int(n) for work_type, cause, n in cur.fetchall()}
-        return Totals(published=published, acked=acked, events=events, crashes=crashes)
+            cur.execute(self.q["totals_durations"])
+            durations: dict[str, dict[str, tuple[int, float]]] = {}
+            for sub, le, n, seconds in cur.fetchall():
+                durations.setdefault(sub, {})[le] = (int(n), float(seconds))
+        return Totals(published=published, acked=acked, events=events, crashes=crashes,
+                      durations=durations)
+
+    def add_durations(self, buckets: Sequence[tuple[str, str, int, float]]) -> None:
+        """Add observed handler durations: (subscription, le, observations, seconds) per
+        bucket, counts not cumulative."""
+        if not buckets:
+            return
+        with self.transaction() as cur:
+            cur.executemany(self.q["add_durations"], [
+                {"subscription": sub, "le": le, "observations": n, "seconds": seconds}
+                for sub, le, n, seconds in buckets])
 
     # -- cron ticks ----------------------------------------------------------------------
     def claim_tick(self, cron: str, tick_at: float, topic: str, payload_json: str,
@@ -514,12 +529,14 @@ class SQLBroker(ABC):
 @dataclass(frozen=True)
 class Totals:
     """All-time counts: messages per topic, acked deliveries per subscription, events per
-    (kind, subscription or None), crash records per (work type, cause)."""
+    (kind, subscription or None), crash records per (work type, cause), and handler
+    durations per subscription and bucket bound: (observations, seconds), not cumulative."""
 
     published: dict[str, int]
     acked: dict[str, int]
     events: dict[tuple[str, str | None], int]
     crashes: dict[tuple[str, str], int]
+    durations: dict[str, dict[str, tuple[int, float]]]
 
 
 def _crash_params(record: CrashRecord) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pillbox.messages import Lease
 from pillbox.policy import Subscription
 from pillbox.protocol import Reporter
 from pillbox.worker.executor import Executor, InFlight
+from pillbox.worker.timings import Timings
 
 log = logging.getLogger("pillbox.worker")
 
@@ -259,7 +260,8 @@ class Consumer:
         app.configure_pool(2 + (1 if lane else sum(s.concurrency for s in subs)))
         self.broker = app.broker
         self.inflight = InFlight()
-        self.executor = Executor(self.broker, reporter, self.inflight, clock)
+        self.timings = Timings()
+        self.executor = Executor(self.broker, reporter, self.inflight, clock, self.timings)
         self.stopping = threading.Event()
         self.fetchers = ([Fetcher(self, subs, 1, lane=True)] if lane
                          else [Fetcher(self, [sub], sub.concurrency, lane=False) for sub in subs])
@@ -280,7 +282,7 @@ class Consumer:
         return self._shutdown()
 
     def _heartbeat_until_stopped(self) -> None:
-        last_extend = time.monotonic()
+        last_extend = last_flush = time.monotonic()
         while not self.stopping.wait(defaults.HEARTBEAT_INTERVAL_S):
             now = time.monotonic()
             if all(f.thread.is_alive() and now - f.tick < self.stall_timeout_s / 2
@@ -289,6 +291,18 @@ class Consumer:
             if now - last_extend > defaults.LEASE_S / 3:
                 last_extend = now
                 self._extend()
+            if now - last_flush > defaults.TIMINGS_FLUSH_S:
+                last_flush = now
+                self.flush_timings()
+
+    def flush_timings(self) -> None:
+        """Add the handler durations observed since the last flush to the database."""
+        taken = self.timings.take()
+        try:
+            self.broker.add_durations(taken)
+        except Exception as exc:
+            self.timings.give_back(taken)
+            self.db_trouble(f"saving handler durations: {exc}")
 
     def _extend(self) -> None:
         tokens = self.inflight.tokens()
@@ -313,6 +327,7 @@ class Consumer:
         if leftovers:
             released = self.broker.release(leftovers, time.time())
             log.info("released %d delivery(ies) without an attempt penalty", released)
+        self.flush_timings()
         self.reporter.send("bye")
         return 0
 

@@ -16,6 +16,7 @@ from pillbox.forensics import blackbox, sentry
 from pillbox.messages import Lease
 from pillbox.policy import Subscription
 from pillbox.protocol import Reporter
+from pillbox.worker.timings import Timings
 
 log = logging.getLogger("pillbox.worker")
 
@@ -46,13 +47,14 @@ class InFlight:
 
 class Executor:
     def __init__(self, broker: SQLBroker, reporter: Reporter, inflight: InFlight,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, timings: Timings | None = None) -> None:
         """Acks are not written here: `run` returns True on success and the caller batches
         the ack with its next pull (one commit for both)."""
         self.broker = broker
         self.reporter = reporter
         self.inflight = inflight
         self.clock = clock
+        self.timings = timings or Timings()
 
     def run(self, sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> bool:
         """Run the handler; True when it succeeded (the lease is then to be acked)."""
@@ -63,8 +65,12 @@ class Executor:
                            m=message.id, to=sub.timeout_s, ml=sub.memory_limit_bytes,
                            th=hex(threading.get_ident()))
         succeeded = False
+        started = time.perf_counter()
         try:
-            self._call(sub, lease, loop)
+            try:
+                self._call(sub, lease, loop)
+            finally:
+                self.timings.observe(sub.name, time.perf_counter() - started)
             succeeded = True
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):

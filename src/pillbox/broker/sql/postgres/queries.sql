@@ -361,6 +361,18 @@ SELECT kind, subscription, count(*) FROM pillbox_events GROUP BY kind, subscript
 -- Crash records, per work type and cause.
 SELECT work_type, cause, count(*) FROM pillbox_crashes GROUP BY work_type, cause;
 
+-- name: add_durations
+-- Add a worker's observed handler durations to one bucket.
+INSERT INTO pillbox_handler_durations (subscription, le, observations, seconds)
+VALUES (%(subscription)s, %(le)s, %(observations)s, %(seconds)s)
+ON CONFLICT (subscription, le) DO UPDATE
+SET observations = pillbox_handler_durations.observations + excluded.observations,
+    seconds = pillbox_handler_durations.seconds + excluded.seconds;
+
+-- name: totals_durations
+-- Handler duration buckets, per subscription.
+SELECT subscription, le, observations, seconds FROM pillbox_handler_durations;
+
 -- name: has_ready
 -- Is anything ready to lease? A cheap read before a pull takes the write lock.
 SELECT 1 FROM pillbox_deliveries
