@@ -23,7 +23,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 class Running:
     """One `pillbox run crashapp:app` process tree."""
 
-    def __init__(self, db_url: str, workdir: Path, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, db_url: str, workdir: Path, args: list[str], env: dict[str, str],
+                 cgroup: Path | None = None) -> None:
         self.db_url = db_url
         self.log_path = workdir / "handler.log"
         self.out_path = workdir / "supervisor.out"
@@ -34,6 +35,7 @@ class Running:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pillbox", "run", "crashapp:app", *args],
             cwd=workdir, env=full_env, stdout=self.out, stderr=subprocess.STDOUT,
+            preexec_fn=None if cgroup is None else lambda: join_cgroup(cgroup),
         )
         self.broker = open_broker(db_url, pool_size=2)
         self.descendants: set[int] = set()
@@ -90,15 +92,21 @@ class Running:
         self.proc.wait()
 
 
+def join_cgroup(cgroup: Path) -> None:
+    """In the forked child before exec: move this process into `cgroup`."""
+    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+
 @pytest.fixture
 def run_app(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """Start `pillbox run crashapp:app` against a database; always cleaned up."""
     started: list[Running] = []
 
-    def _start(db_url: str, *args: str, **env: Any) -> Running:
+    def _start(db_url: str, *args: str, cgroup: Path | None = None, **env: Any) -> Running:
         # the schema and subscriptions exist once the supervisor's inspect child ran; publish
         # through our own broker after that
-        running = Running(db_url, tmp_path, list(args), {k: str(v) for k, v in env.items()})
+        running = Running(db_url, tmp_path, list(args), {k: str(v) for k, v in env.items()},
+                          cgroup)
         started.append(running)
         return running
 

@@ -69,7 +69,10 @@ def test_exit_classification(status, killed_for, oom, cause):
 def test_exit_status_decodes_wait_status_and_hints():
     assert ExitStatus.from_wait(3 << 8) == ExitStatus(3, None)
     assert ExitStatus.from_wait(signal.SIGSEGV) == ExitStatus(None, signal.SIGSEGV)
-    assert "perhaps out of memory" in ExitStatus(None, signal.SIGKILL).describe()
+    killed = ExitStatus(None, signal.SIGKILL)
+    assert "from outside pillbox" in killed.describe()
+    assert killed.describe(oom_struck=True) == "killed by SIGKILL (the kernel's OOM killer)"
+    assert killed.describe("timeout") == "killed by SIGKILL"
 
 
 DUMP = """Fatal Python error: Segmentation fault

@@ -21,16 +21,18 @@ class ExitStatus:
             return cls(exit_code=None, signal=os.WTERMSIG(status))
         return cls(exit_code=os.WEXITSTATUS(status), signal=None)
 
-    def describe(self, killed_for: str | None = None) -> str:
-        """"killed by SIGSEGV", "exited with code 3"; a SIGKILL nobody here sent may be the
-        kernel's OOM killer."""
+    def describe(self, killed_for: str | None = None, oom_struck: bool = False) -> str:
+        """"killed by SIGKILL (the kernel's OOM killer)", "exited with code 3"; a SIGKILL
+        nobody here sent, with no OOM kill counted, was sent from outside."""
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name
             except ValueError:
                 name = f"signal {self.signal}"
-            hint = (" (perhaps out of memory?)"
-                    if self.signal == signal.SIGKILL and killed_for is None else "")
+            hint = ""
+            if self.signal == signal.SIGKILL and killed_for is None:
+                hint = (" (the kernel's OOM killer)" if oom_struck
+                        else " (from outside pillbox: an operator, or an OOM killer it cannot see)")
             return f"killed by {name}{hint}"
         return f"exited with code {self.exit_code}"
 

@@ -22,25 +22,11 @@ log = logging.getLogger("pillbox.supervisor")
 LIBRARY_PATHS = (sysconfig.get_paths()["stdlib"], str(Path(pillbox.__file__).parent))
 
 
-def oom_kills() -> int:
-    """The kernel's OOM-kill counter for our cgroup (v2 memory.events, v1 oom_control), or -1."""
-    for path, key in (("/sys/fs/cgroup/memory.events", "oom_kill"),
-                      ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill")):
-        try:
-            for line in Path(path).read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return -1
-
-
 def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
-                 oom_before: int) -> CrashRecord:
+                 oom_struck: bool) -> CrashRecord:
+    """`oom_struck`: the kernel OOM-killed something in our cgroup just before this death."""
     exit_status = ExitStatus.from_wait(status)
-    oom_after = oom_kills()
-    cause = classify(exit_status, child.killed_for, oom_before >= 0 and oom_after > oom_before)
+    cause = classify(exit_status, child.killed_for, oom_struck)
     focus = _focus_thread(child)
     traceback = read_fault(child.run_dir, child.pid, focus)
     top = faultlog.top_frame(traceback, LIBRARY_PATHS)
@@ -50,7 +36,7 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
     ] + [{"request": f"{r['method']} {r['path']}", "running_s": round(now - r["started_at"], 3)}
          for r in child.requests.values()]
     what = _what(in_flight)
-    how = exit_status.describe(child.killed_for)
+    how = exit_status.describe(child.killed_for, oom_struck)
     summary = f"{cause} ({how}) in {child.spec.name} pid {child.pid}{what}"
     if top:
         summary += f" at {top}"

@@ -28,6 +28,7 @@ from pillbox.forensics.faultlog import top_frame
 from pillbox.logs import Log
 from pillbox.supervisor import postmortem
 from pillbox.supervisor.child import ChildProcess, ChildSpec
+from pillbox.supervisor.oom import OomWatch
 from pillbox.supervisor.policy import CrashLoopDetector, RestartTracker
 
 EX_OK = 0
@@ -68,7 +69,8 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self._last_rss = self._last_rescue = 0.0
         self._wake_r, self._wake_w = os.pipe()
-        self._oom_baseline = postmortem.oom_kills()
+        self.oom = OomWatch()
+        self.oom.sample(time.time())
 
     def _specs(self) -> list[ChildSpec]:
         o = self.options
@@ -192,7 +194,8 @@ class Supervisor:
     def _postmortem(self, child: ChildProcess, status: int, rusage_peak: int,
                     now: float) -> None:
         assert self.broker is not None
-        record = postmortem.build_record(child, status, rusage_peak, now, self._oom_baseline)
+        record = postmortem.build_record(child, status, rusage_peak, now,
+                                         self.oom.struck(now))
         try:
             crash_id = postmortem.store(self.broker, child, record)
         except Exception as exc:
@@ -250,7 +253,7 @@ class Supervisor:
         sample = now - self._last_rss >= SAMPLE_RSS_EVERY_S
         if sample:
             self._last_rss = now
-            self._oom_baseline = postmortem.oom_kills()
+            self.oom.sample(now)
         for child in self.children:
             if not child.alive or child.killed_for is not None:
                 continue
