@@ -207,6 +207,14 @@ def aims(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pillbox_code(tree: dict[str, Any]) -> str:
+    dirty = tree.get("src_uncommitted_files")
+    state = ("src/ clean" if dirty == 0 else
+             f"{dirty} uncommitted file(s) in src/" if dirty else "src/ state not recorded")
+    return (f"| pillbox code | commit {tree.get('commit', '?')} at the start ({state}; pillbox is "
+            "installed editable, so a commit landing during the run would change it) |")
+
+
 def setup(doc: dict[str, Any], v: dict[str, str]) -> list[str]:
     m = doc["machine"]
     svc = doc["services"]
@@ -214,8 +222,7 @@ def setup(doc: dict[str, Any], v: dict[str, str]) -> list[str]:
              f"| machine | {m['cpus']} vCPU, {m['memory_gib']} GiB, kernel {m['kernel']}; "
              "shared with other engineers' test runs (see [Noise](#noise)) |",
              f"| Python | CPython {v['python']} |",
-             f"| pillbox code | commit {doc.get('pillbox_tree', {}).get('commit', '?')} at the "
-             "start (see the note under Recovery for a commit that landed during the run) |",
+             pillbox_code(doc.get("pillbox_tree", {})),
              f"| Redis | {svc['redis']} |", f"| PostgreSQL | {svc['postgresql']}; databases "
              "`bench_pillbox` and `bench_procrastinate` on the same server (not `test`, so the "
              "tests other engineers run there never share tables or NOTIFY traffic with us) |",
