@@ -41,6 +41,29 @@ def test_handler_exception_is_retried_then_dead_with_traceback(fixture_app, run_
     assert running.stop() == 0
 
 
+def test_a_handler_raising_keyboard_interrupt_fails_like_any_exception(
+    fixture_app, run_app, db_url
+):
+    """It once killed the slot thread: the subscription (concurrency 1) was wedged for good,
+    the delivery neither failed nor dead, and no timeout fired."""
+    bad = fixture_app.publish("jobs", {"mode": "interrupt"})
+    good = [fixture_app.publish("jobs", {"mode": "ok", "i": i}) for i in range(3)]
+    running = run_app(db_url, "--workers", "1", CRASHAPP_CONCURRENCY="1")
+
+    def dead():
+        deliveries = running.broker.deliveries(message_id=bad, state="dead")
+        assert len(deliveries) == 1
+        return deliveries[0]
+
+    delivery = eventually(dead, timeout_s=30)
+    assert delivery.dead_reason == "max attempts" and delivery.attempt == 3
+    assert "KeyboardInterrupt: handler raised KeyboardInterrupt" in delivery.last_error
+    eventually(lambda: len(running.broker.deliveries(subscription="jobs", state="acked"))
+               == len(good), timeout_s=30)
+    assert running.broker.crashes() == []
+    assert running.stop() == 0
+
+
 def test_exception_in_a_handler_thread_is_recorded_with_its_delivery(fixture_app, run_app,
                                                                      db_url):
     message_id = fixture_app.publish("jobs", {"mode": "thread"})

@@ -73,7 +73,7 @@ class Fetcher:
     def start(self) -> None:
         self.thread.start()
         for index in range(self.slots):
-            threading.Thread(target=self._slot, args=(index,),
+            threading.Thread(target=self._guarded_slot, args=(index,),
                              name=f"slot:{self.thread.name[6:]}:{index}", daemon=True).start()
 
     def _guarded(self) -> None:
@@ -197,6 +197,16 @@ class Fetcher:
             self._ack(acks)
 
     # -- the slots -----------------------------------------------------------------------
+    def _guarded_slot(self, index: int) -> None:
+        """A slot that dies would leave its subscription one slot short for good (and with
+        concurrency 1, wedged): exit so the supervisor restarts the process instead."""
+        try:
+            self._slot(index)
+        except BaseException:
+            log.exception("slot %s of %s died; exiting so the supervisor restarts this process",
+                          index, self.thread.name[6:])
+            os._exit(EX_SOFTWARE)
+
     def _slot(self, index: int) -> None:
         consumer = self.consumer
         loop = asyncio.new_event_loop()

@@ -1,5 +1,6 @@
 """Runs one leased delivery: report start, call the handler under guards, ack or nack, report
-done. Anything the handler raises becomes a nack with its traceback kept."""
+done. Anything the handler raises, BaseException included, becomes a nack with its traceback
+kept."""
 
 from __future__ import annotations
 
@@ -72,9 +73,8 @@ class Executor:
             finally:
                 self.timings.observe(sub.name, time.perf_counter() - started)
             succeeded = True
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        except BaseException as exc:  # KeyboardInterrupt and SystemExit too: a handler raised
+            # them (a worker stops on its own SIGINT/SIGTERM handlers, never by these)
             self._failed(sub, lease, traceback.format_exc(), exc)
         finally:
             blackbox.set_context(None)
