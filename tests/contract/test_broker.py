@@ -336,6 +336,27 @@ def test_a_culprit_is_isolated_then_dead_as_a_poison_pill_at_max_crashes(
     assert [c.id for c in broker.crashes()] == [crash2, crash1]
 
 
+def test_finished_work_of_a_dead_worker_is_acked_whatever_the_order_of_roles(
+        broker: SQLBroker) -> None:
+    """A finished delivery (handler succeeded, ack pending) is acked at the crash. With it
+    last in the roles, SQLite once refused the commit ("SQL statements in progress": the ack's
+    RETURNING rows were never read) and the whole crash record was lost."""
+    for i in range(3):
+        publish(broker, payload={"i": i}, now=T0 + i)
+    a, b, c = pull(broker, limit=3, now=T0 + 5)
+
+    broker.record_crash(crash_record(T0 + 6),
+                        [(a.delivery_id, a.token, "culprit"),
+                         (b.delivery_id, b.token, "released"),
+                         (c.delivery_id, c.token, "finished")])
+
+    assert state(broker, c.delivery_id) == "acked"
+    assert state(broker, b.delivery_id) == "available"
+    culprit = broker.delivery(a.delivery_id)
+    assert culprit is not None and culprit.crashes == 1
+    assert len(broker.crashes()) == 1
+
+
 def test_suspects_lose_no_attempt_run_alone_and_released_deliveries_simply_go_back(
         broker: SQLBroker) -> None:
     for i in range(3):

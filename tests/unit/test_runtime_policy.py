@@ -27,6 +27,13 @@ def test_restart_is_immediate_then_backs_off_to_a_cap_and_resets_when_healthy():
     assert tracker.on_exit(started_at=100.0, now=111.0) == 0.0  # up 11 s: healthy
 
 
+def test_crashes_blamed_on_messages_restart_at_once_and_do_not_count():
+    tracker = RestartTracker(first_s=0.5, max_s=10.0, healthy_s=10.0)
+    assert tracker.on_exit(100.0, 100.5) == 0.0
+    assert [tracker.on_exit(100.0, 100.5, blamed_on_messages=True) for _ in range(5)] == [0.0] * 5
+    assert tracker.on_exit(100.0, 100.5) == 0.5  # the second crash nobody can be blamed for
+
+
 def test_crash_loop_alarm_fires_once_per_window():
     detector = CrashLoopDetector(threshold=3, window_s=60)
     assert [detector.on_crash(t) for t in (0, 1, 2, 3)] == [False, False, True, False]

@@ -320,6 +320,8 @@ class SQLBroker(ABC):
         if role in (RELEASED, FINISHED):
             query = "release" if role == RELEASED else "ack"
             cur.execute(self.q[query], {**self._held([(delivery_id, token)]), "now": record.at})
+            if cur.description is not None:  # ack RETURNING: read it, or SQLite cannot commit
+                cur.fetchall()
             return
         if role == SUSPECT:
             cur.execute(self.q["mark_suspect"], params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from pillbox.broker import SQLBroker
 from pillbox.forensics import blackbox, faultlog
 from pillbox.forensics.classify import ExitStatus, classify
 from pillbox.messages import CrashRecord
-from pillbox.supervisor.attribution import attribute
+from pillbox.supervisor.attribution import Started, attribute
 from pillbox.supervisor.child import ChildProcess
 
 log = logging.getLogger("pillbox.supervisor")
@@ -81,9 +82,24 @@ def read_fault(run_dir: str, pid: int, focus_thread: str | None) -> str:
     return faultlog.arrange(text, focus_thread, defaults.OTHER_THREADS_MAX_LINES)
 
 
-def store(broker: SQLBroker, child: ChildProcess, record: CrashRecord) -> int:
-    """Save the record and charge, suspect or release what the child held."""
-    owner_leases = broker.leases_of(child.owner)
-    roles = attribute(list(child.started.values()), owner_leases, child.blamed,
-                      child.finished)
+@dataclass(frozen=True)
+class Remains:
+    """What a dead child held, copied out of the ChildProcess (which its restart reuses), so
+    that a crash record the database refused can be stored later with the same verdicts."""
+
+    owner: str
+    started: tuple[Started, ...]
+    blamed: int | None
+    finished: dict[int, str]
+
+    @classmethod
+    def of(cls, child: ChildProcess) -> Remains:
+        return cls(owner=child.owner, started=tuple(child.started.values()),
+                   blamed=child.blamed, finished=dict(child.finished))
+
+
+def store(broker: SQLBroker, remains: Remains, record: CrashRecord) -> int:
+    """Save the record and charge, suspect, release or ack what the child held."""
+    owner_leases = broker.leases_of(remains.owner)
+    roles = attribute(list(remains.started), owner_leases, remains.blamed, remains.finished)
     return broker.record_crash(record, roles)

@@ -12,6 +12,7 @@ Signal handlers only write to a wake-up pipe; everything happens here, in one th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import selectors
@@ -26,6 +27,7 @@ from pillbox.broker import SQLBroker, open_broker
 from pillbox.forensics import sentry
 from pillbox.forensics.faultlog import top_frame
 from pillbox.logs import Log
+from pillbox.messages import CrashRecord
 from pillbox.supervisor import postmortem
 from pillbox.supervisor.child import ChildProcess, ChildSpec
 from pillbox.supervisor.oom import OomWatch
@@ -37,6 +39,8 @@ PROMOTABLE = ("worker", "lane")
 SAMPLE_RSS_EVERY_S = 0.2
 BOOT_TIMEOUT_S = 120.0
 RESCUE_EVERY_S = 5.0
+#: Crash records the database refused, kept in memory for another try.
+UNSTORED_KEPT = 1000
 
 
 @dataclass
@@ -69,6 +73,8 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self._last_rss = self._last_rescue = 0.0
         self._wake_r, self._wake_w = os.pipe()
+        self.unstored: collections.deque[tuple[CrashRecord, postmortem.Remains, str]] = \
+            collections.deque(maxlen=UNSTORED_KEPT)
         self.oom = OomWatch()
         self.oom.sample(time.time())
 
@@ -116,6 +122,9 @@ class Supervisor:
                 self._restart_due(now)
             for child in self.children:
                 child.escalate(now)
+        self._store_unstored()
+        for record, _, _ in self.unstored:
+            self.log.event("crash.lost", f"never stored: {record.summary}", level="critical")
         self.log.event("supervisor.stopped", "all children stopped; bye")
         self.broker.close()
         return EX_OK
@@ -193,30 +202,46 @@ class Supervisor:
 
     def _postmortem(self, child: ChildProcess, status: int, rusage_peak: int,
                     now: float) -> None:
-        assert self.broker is not None
         record = postmortem.build_record(child, status, rusage_peak, now,
                                          self.oom.struck(now))
-        try:
-            crash_id = postmortem.store(self.broker, child, record)
-        except Exception as exc:
-            self.log.event("crash.unstored", f"{record.summary} (could not store: {exc})",
-                           level="error")
-            return
-        sentry.report_crash(record, crash_id)
-        self.log.event("child.crashed", f"crash #{crash_id}: {record.summary} — "
-                       f"pillbox crashes show {crash_id}", level="error", crash_id=crash_id,
-                       cause=record.cause, child=child.spec.name, pid=child.pid,
-                       top_frame=top_frame(record.traceback, postmortem.LIBRARY_PATHS),
-                       message_ids=[s.message_id for s in child.started.values()])
+        remains = postmortem.Remains.of(child)
+        self._store(record, remains, child.spec.name)
         if self.loops[child.spec.work_type].on_crash(now):
-            suspects = sorted({s.message_id for s in child.started.values()})
+            suspects = sorted({s.message_id for s in remains.started})
             self.log.event("crash.loop", f"CRASH LOOP: {child.spec.work_type} crashed "
                            f"{len(self.loops[child.spec.work_type].times)} times in "
                            f"{defaults.CRASH_LOOP_WINDOW_S:.0f}s; suspects: "
                            f"{', '.join(suspects) or 'none in flight'}", level="critical")
 
+    def _store(self, record: CrashRecord, remains: postmortem.Remains, name: str) -> bool:
+        """Store a crash record; one the database refused waits for the next try (every
+        RESCUE_EVERY_S), so an outage or a lock never loses the evidence or the verdicts."""
+        assert self.broker is not None
+        try:
+            crash_id = postmortem.store(self.broker, remains, record)
+        except Exception as exc:
+            if not any(r is record for r, _, _ in self.unstored):
+                self.unstored.append((record, remains, name))
+                self.log.event("crash.unstored", f"{record.summary} (could not store: {exc}; "
+                               "will retry)", level="error")
+            return False
+        sentry.report_crash(record, crash_id)
+        self.log.event("child.crashed", f"crash #{crash_id}: {record.summary} — "
+                       f"pillbox crashes show {crash_id}", level="error", crash_id=crash_id,
+                       cause=record.cause, child=name, pid=record.pid,
+                       top_frame=top_frame(record.traceback, postmortem.LIBRARY_PATHS),
+                       message_ids=[s.message_id for s in remains.started])
+        return True
+
+    def _store_unstored(self) -> None:
+        for item in list(self.unstored):
+            if not self._store(*item):
+                return  # the database is still refusing: try again later
+            self.unstored.remove(item)
+
     def _schedule_restart(self, child: ChildProcess, now: float) -> None:
-        delay = self.trackers[child.spec.name].on_exit(child.started_at, now)
+        delay = self.trackers[child.spec.name].on_exit(child.started_at, now,
+                                                        blamed_on_messages=bool(child.started))
         child.restart_at = now + delay
         if delay:
             self.log.event("child.backoff", f"restarting {child.spec.name} in {delay:.1f}s",
@@ -275,6 +300,7 @@ class Supervisor:
                 child.kill("stalled", now, grace_s=0)
         if now - self._last_rescue > RESCUE_EVERY_S:
             self._last_rescue = now
+            self._store_unstored()
             self._rescue(now)
 
     def _silent(self, child: ChildProcess, now: float) -> bool:
