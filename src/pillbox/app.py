@@ -180,6 +180,8 @@ class App:
         that transaction commits.
         Returns the message id.
         """
+        if not isinstance(topic, str):
+            raise ConfigError(f"topic must be a str, got {topic!r}")
         if topic not in self.topics:
             raise UnknownTopic(topic, self.topics)
         if delay is not None and (not isinstance(delay, int | float) or isinstance(delay, bool)

@@ -27,6 +27,7 @@ from pillbox import retry
 from pillbox.app import App
 from pillbox.broker import SQLBroker, open_broker, queries
 from pillbox.errors import (
+    ConfigError,
     DatabaseError,
     PayloadNotJSON,
     PayloadTooLarge,
@@ -662,6 +663,29 @@ def test_a_transactional_publish_exists_if_and_only_if_the_transaction_commits(
         assert conn.execute("SELECT name FROM signups").fetchall() == [("bob",)]
     finally:
         conn.close()
+
+
+def test_a_transactional_publish_refuses_a_connection_to_another_database(
+        make_app: Callable[..., App], databases: Any, db_url: str,
+        open_brokers: Callable[..., SQLBroker]) -> None:
+    """It once wrote the message into whatever database the connection reached, where the
+    app never looks, and said nothing."""
+    app = declare(make_app())
+    other_url = databases.new()
+    other = open_brokers(other_url)  # has pillbox's tables too
+    other.register(["user.joined"], [Sub("welcome", "user.joined")], T0)
+    conn = _connect(other_url)
+    try:
+        with pytest.raises(ConfigError, match="would never be seen"):
+            app.publish("user.joined", {"user": "ada"}, conn=conn)
+        conn.commit()
+    finally:
+        conn.close()
+    with pytest.raises(ConfigError, match="conn= must be a"):
+        app.publish("user.joined", {"user": "ada"}, conn="dbname=test")
+    with pytest.raises(ConfigError, match="topic must be a str"):
+        app.publish(None, {"user": "ada"})  # type: ignore[arg-type]
+    assert other.deliveries() == [] and app.broker.deliveries() == []
 
 
 # -- PostgreSQL only ---------------------------------------------------------------------------

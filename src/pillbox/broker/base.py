@@ -131,12 +131,18 @@ class SQLBroker(ABC):
                    attributes: dict[str, str] | None = None, delay_s: float = 0.0) -> str:
         """Publish inside the caller's open transaction on `conn` (a psycopg or sqlite3
         connection to this database): the message exists if and only if it commits."""
+        self.check_connection(conn)
         cur = conn.cursor()
         try:
             return self.publish(topic, payload_json, now, attributes=attributes,
                                 delay_s=delay_s, cursor=cur)
         finally:
             cur.close()
+
+    def check_connection(self, conn: Any) -> None:
+        """ConfigError unless `conn` is a connection of this engine to this very database
+        (a message written anywhere else would never be seen)."""
+        raise NotImplementedError
 
     def publish_batch(self, topic: str, payloads_json: Sequence[str], now: float) -> list[str]:
         """Store many messages in one transaction (used by benchmarks and bulk loads)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pillbox.broker import queries
 from pillbox.broker.base import Row, SQLBroker
-from pillbox.errors import DatabaseError
+from pillbox.errors import ConfigError, DatabaseError
 from pillbox.messages import Lease
 
 CHANNEL = "pillbox"
@@ -37,6 +38,9 @@ class PostgresBroker(SQLBroker):
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._listener: psycopg.Connection[Any] | None = None
+        self._identity: tuple[Any, ...] | None = None
+        #: Callers' connections already found to reach this database (publish(conn=)).
+        self._checked: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     # -- connections ---------------------------------------------------------------------
     def _get_pool(self) -> ConnectionPool:
@@ -75,6 +79,26 @@ class PostgresBroker(SQLBroker):
                 yield cur
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+
+    def check_connection(self, conn: Any) -> None:
+        if not isinstance(conn, psycopg.Connection):
+            raise ConfigError(f"conn= must be a psycopg connection to this app's database "
+                              f"{self.where}, got {type(conn).__name__}")
+        if conn in self._checked:
+            return
+        if self._identity is None:
+            with self.reading() as cur:
+                cur.execute(self.q["identity"])
+                self._identity = tuple(cur.fetchone() or ())
+        with conn.cursor() as cur:
+            cur.execute(self.q["identity"])
+            theirs = tuple(cur.fetchone() or ())
+        if theirs != self._identity:
+            raise ConfigError(
+                f"conn= is connected to database {theirs[0]!r} (port {theirs[1]}), or sees "
+                f"other pillbox tables, than this app's database {self.where}: a message "
+                "stored there would never be seen")
+        self._checked.add(conn)
 
     def reading(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
         return self.single_statement()

@@ -8,6 +8,7 @@ thread. `synchronous=FULL` by default so a publish survives power loss once it r
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from pillbox.broker import queries
 from pillbox.broker.base import Row, SQLBroker
-from pillbox.errors import DatabaseError
+from pillbox.errors import ConfigError, DatabaseError
 
 BUSY_TIMEOUT_MS = 30_000
 WAKE_POLL_S = 0.005
@@ -123,6 +124,20 @@ class SQLiteBroker(SQLBroker):
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    def check_connection(self, conn: Any) -> None:
+        if not isinstance(conn, sqlite3.Connection):
+            raise ConfigError(f"conn= must be a sqlite3 connection to this app's database "
+                              f"{self.path!r}, got {type(conn).__name__}")
+        try:
+            rows = conn.execute("PRAGMA database_list").fetchall()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"conn= cannot be used: {exc}") from None
+        main = next((str(row[2]) for row in rows if row[1] == "main"), "")
+        if not (main and os.path.exists(main) and os.path.samefile(main, self.path)):
+            raise ConfigError(
+                f"conn= is a connection to {main or 'an in-memory database'!r}, not to this "
+                f"app's database {self.path!r}: a message stored there would never be seen")
 
     # -- dialect hooks -------------------------------------------------------------------
     def _lease_rows(self, cur: Any, query: str, params: dict[str, Any]) -> list[Row]:

@@ -394,3 +394,8 @@ ORDER BY at DESC, id DESC LIMIT %(limit)s;
 -- name: event_count
 -- How many events of one kind since a time.
 SELECT count(*) FROM pillbox_events WHERE kind = %(kind)s AND at >= %(since)s;
+
+-- name: identity
+-- Which database and which pillbox tables a connection sees (publish(conn=) checks the
+-- caller's connection against the broker's own before writing through it).
+SELECT current_database(), inet_server_port(), to_regclass('pillbox_messages')::oid;
