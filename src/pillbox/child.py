@@ -102,6 +102,10 @@ def _inspect(app: object, reporter: Reporter) -> int:
 
     assert isinstance(app, App)
     try:
+        if app.web is not None:
+            from pillbox.web.resolve import resolve_web
+
+            resolve_web(app)
         app.broker  # noqa: B018 - opens, migrates and registers
     except PillboxError as exc:
         print(f"pillbox: {exc}", file=sys.stderr)

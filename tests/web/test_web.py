@@ -3,6 +3,9 @@ exceptions become 500s with a stored error; health and readiness answer."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,3 +86,22 @@ def test_unhandled_exception_is_a_500_with_a_stored_error(web_run, db_url):
     assert httpx.get(f"{run.base}/ok", timeout=5).status_code == 200
     broker.close()
     assert run.stop() == 0
+
+
+@pytest.mark.parametrize(("web", "named"), [
+    ('"no_such_module:asgi"', "cannot import 'no_such_module'"),
+    ("5", "must be an ASGI app"),
+    ('"json:no_such_attribute"', "module 'json' has no 'no_such_attribute'"),
+])
+def test_a_bad_app_web_stops_pillbox_run_before_anything_starts(tmp_path, web, named):
+    """A bad App.web once started a web tier that crash-looped forever."""
+    (tmp_path / "badweb.py").write_text(
+        "from pillbox import App\n"
+        f"app = App('badweb', database='sqlite:///{tmp_path}/badweb.db')\n"
+        f"app.web = {web}\n")
+    done = subprocess.run([sys.executable, "-m", "pillbox", "run", "badweb:app", "--bind",
+                           "127.0.0.1:0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "App.web" in done.stderr and named in done.stderr, done.stderr
+    assert "supervisor.started" not in done.stdout

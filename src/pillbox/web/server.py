@@ -10,19 +10,7 @@ from pillbox import defaults
 from pillbox.app import App
 from pillbox.protocol import Reporter
 from pillbox.web.guard import Guard
-
-
-def resolve_web(app: App) -> object:
-    """The app's ASGI callable (an object, or a "module:attr" string)."""
-    web = app.web
-    if isinstance(web, str):
-        module, _, attr = web.partition(":")
-        import importlib
-
-        web = getattr(importlib.import_module(module), attr)
-    if not callable(web):
-        raise TypeError(f"App.web must be an ASGI app, got {type(web).__name__}")
-    return web
+from pillbox.web.resolve import resolve_web
 
 
 def serve(app: App, reporter: Reporter, socket_fd: int) -> int:
