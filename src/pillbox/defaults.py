@@ -29,6 +29,9 @@ CONCURRENCY = 4
 MAX_CONCURRENCY = 256
 """Most handler threads one subscription may ask for in one worker process."""
 
+MIN_MEMORY_LIMIT_BYTES = 32 * 2**20
+"""A memory_limit below this is refused: a Python worker alone uses more."""
+
 LEASE_S = 30.0
 """Ack deadline of a pulled delivery; extended every LEASE_S / 3 while the handler runs."""
 

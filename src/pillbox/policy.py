@@ -61,6 +61,26 @@ class Subscription:
             )
         if not callable(self.handler):
             raise ConfigError(f"{where}: handler {self.handler!r} is not callable")
+        _check_takes_one_message(where, self.handler)
+        if self.memory_limit_bytes is not None and \
+                self.memory_limit_bytes < defaults.MIN_MEMORY_LIMIT_BYTES:
+            raise ConfigError(
+                f"{where}: memory_limit {self.memory_limit_bytes} bytes is below "
+                f"{defaults.MIN_MEMORY_LIMIT_BYTES // 2**20} MiB, less than a Python process "
+                "needs: every handler would be killed")
+
+
+def _check_takes_one_message(where: str, handler: Callable[..., Any]) -> None:
+    """The handler is called with the message alone: it must accept exactly that."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # some builtins and C callables: cannot tell
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ConfigError(f"{where}: the handler must take one argument (the message), but "
+                          f"its signature is {signature}") from None
 
 
 def check_name(kind: str, name: str) -> None:

@@ -27,6 +27,7 @@ def handler(message):  # pragma: no cover - never delivered here
         ({"max_backoff": float("nan")}, "max_backoff must be a finite number"),
         ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
         ({"memory_limit": "lots"}, "is not a size like"),
+        ({"memory_limit": "1KB"}, "below 32 MiB"),
         ({"name": ""}, "must not be empty"),
         ({"name": "cron.nightly"}, "reserved for crons"),
     ],
@@ -35,6 +36,24 @@ def test_bad_subscription_options_are_refused_at_declaration(app, options, compl
     with pytest.raises(ConfigError, match=complaint):
         app.subscribe("jobs", **options)(handler)
     assert app.subscriptions == {}
+
+
+def test_a_handler_must_take_the_message_and_nothing_else(app):
+    def two(message, extra):  # pragma: no cover
+        pass
+
+    with pytest.raises(ConfigError, match=r"must take one argument.*\(message, extra\)"):
+        app.subscribe("jobs", name="two")(two)
+    with pytest.raises(ConfigError, match=r"must take one argument.*\(\)"):
+        app.subscribe("jobs", name="none")(lambda: None)
+    assert app.subscriptions == {}
+    app.subscribe("jobs", name="with-default")(lambda message, retries=3: None)
+
+    async def handle(message):  # pragma: no cover
+        pass
+
+    app.subscribe("jobs", name="async")(handle)
+    assert sorted(app.subscriptions) == ["async", "with-default"]
 
 
 def test_a_cron_function_must_take_at_most_one_argument(app):

@@ -35,7 +35,8 @@ WORK_TYPES = ("web", "worker", "cron")
                    f"{defaults.WEB_BIND}) [env PILLBOX_RUN_BIND]")
 @click.option("--memory-limit", default=None, envvar="PILLBOX_RUN_MEMORY_LIMIT",
               help="RSS limit of each worker process, e.g. 1GiB [env PILLBOX_RUN_MEMORY_LIMIT]")
-@click.option("--shutdown-grace", type=float, default=defaults.SHUTDOWN_GRACE_S,
+@click.option("--shutdown-grace", type=click.FloatRange(0, 3600),
+              default=defaults.SHUTDOWN_GRACE_S,
               show_default=True, envvar="PILLBOX_RUN_SHUTDOWN_GRACE",
               help="Seconds in-flight handlers get to finish on SIGTERM")
 @click.option("--stall-timeout", type=click.FloatRange(1, 3600),
@@ -50,8 +51,13 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
         limit = parse_size(memory_limit, "--memory-limit")
     except Exception as exc:
         raise click.BadParameter(str(exc)) from None
+    if limit is not None and limit < defaults.MIN_MEMORY_LIMIT_BYTES:
+        raise click.BadParameter(f"{memory_limit!r} is below "
+                                 f"{defaults.MIN_MEMORY_LIMIT_BYTES // 2**20} MiB, less than a "
+                                 "Python process needs", param_hint="--memory-limit")
     host, port = parse_bind(bind)
     spec = inspect_app(app_path)
+    _check_something_to_run(spec, kinds)
     run_web = spec["web"] and "web" in kinds
     sock = bind_socket(host, port) if run_web else None
     options = Options(
@@ -73,6 +79,16 @@ def run(app_path: str, only: str, workers: int | None, web_workers: int, bind: s
         log.event("web.listening", f"web: listening on http://{host}:{port}", host=host,
                   port=port)
     sys.exit(Supervisor(options, log).run())
+
+
+def _check_something_to_run(spec: dict[str, object], kinds: set[str]) -> None:
+    declared = {"web": bool(spec["web"]), "worker": bool(spec["subscriptions"]),
+                "cron": bool(spec["crons"])}
+    if not any(declared[kind] for kind in kinds):
+        has = ", ".join(kind for kind, yes in declared.items() if yes) or "nothing"
+        raise click.ClickException(
+            f"nothing to run: asked for {', '.join(sorted(kinds))}, but the app declares "
+            f"only {has} (web: app.web; worker: @app.subscribe; cron: @app.cron)")
 
 
 def _parse_only(only: str) -> set[str]:
