@@ -4,6 +4,8 @@ exceptions become 500s with a stored error; health and readiness answer."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -105,3 +107,71 @@ def test_a_bad_app_web_stops_pillbox_run_before_anything_starts(tmp_path, web, n
     assert done.returncode == 1, done.stdout + done.stderr
     assert "App.web" in done.stderr and named in done.stderr, done.stderr
     assert "supervisor.started" not in done.stdout
+
+
+RAW_APP = """
+from pillbox import App
+app = App('rawweb', database={db!r})
+
+async def asgi(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        {lifespan}
+    await send({{'type': 'http.response.start', 'status': 200, 'headers': []}})
+    await send({{'type': 'http.response.body', 'body': b'hello'}})
+
+app.web = asgi
+"""
+
+
+def _start_raw(tmp_path, lifespan: str) -> tuple[subprocess.Popen[str], int, str]:
+    db = f"sqlite:///{tmp_path}/raw.db"
+    (tmp_path / "rawweb.py").write_text(RAW_APP.format(db=db, lifespan=lifespan))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pillbox", "run", "rawweb:app", "--bind", f"127.0.0.1:{port}",
+         "--web-workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    return proc, port, db
+
+
+def test_a_raw_asgi_app_whose_lifespan_startup_raises_is_a_crash_not_a_healthy_server(tmp_path):
+    """uvicorn's lifespan="auto" took such an app for one without lifespan support and
+    served it, answering ready."""
+    proc, port, db = _start_raw(
+        tmp_path, "await receive(); raise RuntimeError('db not reachable at startup')")
+    try:
+        broker = open_broker(db)
+
+        def crashed():
+            records = [c for c in broker.crashes() if c.work_type == "web"]
+            assert records
+            return records
+
+        record = eventually(crashed, timeout_s=60, interval_s=0.2)[0]
+        assert "db not reachable at startup" in record.log_tail, record.log_tail
+        try:  # nobody serves: the socket is held, but no web process finishes starting
+            status = httpx.get(f"http://127.0.0.1:{port}/_pillbox/ready", timeout=2).status_code
+        except httpx.HTTPError:
+            status = None
+        assert status != 200
+        broker.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_a_raw_asgi_app_without_lifespan_support_is_served(tmp_path):
+    proc, port, _ = _start_raw(tmp_path, "raise NotImplementedError('no lifespan here')")
+    try:
+        def served():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/x", timeout=2).text == "hello"
+            except httpx.HTTPError:
+                return False
+
+        assert eventually(served, timeout_s=60, interval_s=0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -39,6 +39,9 @@ class Guard:
         self._dashboard: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
@@ -53,6 +56,33 @@ class Guard:
             await self._ops(scope, receive, send)
             return
         await self._guarded(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """uvicorn's lifespan="auto" takes an app that raises during lifespan for one that does
+        not speak the protocol, and serves it anyway. An app that did read
+        "lifespan.startup" and then raised has a startup that failed: say so to uvicorn,
+        which then stops this process, and the crash record keeps the traceback."""
+        received: list[str] = []
+        answered: list[str] = []
+
+        async def receiving() -> Message:
+            message = await receive()
+            received.append(str(message.get("type", "")))
+            return message
+
+        async def sending(message: Message) -> None:
+            answered.append(str(message.get("type", "")))
+            await send(message)
+
+        try:
+            await self.inner(scope, receiving, sending)
+        except Exception as exc:
+            if received == ["lifespan.startup"] and not answered:
+                log.error("the app's lifespan startup failed:\n%s", traceback.format_exc())
+                await send({"type": "lifespan.startup.failed",
+                            "message": f"{type(exc).__name__}: {exc}"})
+                return
+            raise
 
     async def _ops(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The dashboard, created on first use (web processes that never serve it never load
