@@ -4,6 +4,7 @@ a running app and report whether the promise was kept."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from pillbox.drill.timeline import svg
 from pillbox.errors import PillboxError
 
 DEFAULT_APP = "examples.incidents.app:app"
+
+
+def _find_the_example_app() -> None:
+    """The example app lives in the pillbox checkout (examples/incidents), not in the
+    package: found in the working directory, or next to this editable install's src/."""
+    here = Path.cwd()
+    if (here / "examples" / "incidents" / "app.py").is_file():
+        return
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "examples" / "incidents" / "app.py").is_file():
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(checkout), os.environ.get("PYTHONPATH", "")])
+        return
+    raise click.ClickException(
+        "the example app examples/incidents ships with the pillbox source checkout, not the "
+        "package: run `pillbox drill` from the checkout, or drill your own app with "
+        "--app module:attribute")
 
 
 @click.command()
@@ -44,6 +62,8 @@ def drill(scenario: str, app_path: str, duration: float, database: str | None, u
     lost, the poison not quarantined, or no traceback captured."""
     if url and not database:
         raise click.UsageError("--url needs --database (the attached app's database)")
+    if app_path == DEFAULT_APP and not url:
+        _find_the_example_app()
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     reports: list[Report] = []
     for name in names:
