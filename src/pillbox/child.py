@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         print(f"pillbox child: unknown role {role!r}", file=sys.stderr)
         return 2
     _die_with_parent()
-    name_process(role)
+    name_process("booting" if role == "standby" else role)  # pb-standby once it stands by
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     fd = os.environ.get("PILLBOX_EVENTS_FD")
@@ -85,6 +85,7 @@ def _wait_for_role(app: object, reporter: Reporter) -> str:
     import pillbox.worker.consumer  # noqa: F401 - import now, not after the go
 
     reporter.send("standby")
+    name_process("standby")
     fd = int(os.environ["PILLBOX_STANDBY_FD"])
     with os.fdopen(fd, "rb", buffering=0) as go:
         line = go.readline().decode().strip()

@@ -160,6 +160,36 @@ def test_supervisor_restarts_a_crashed_worker_at_once(fixture_app, run_app, db_u
     assert running.stop() == 0
 
 
+def test_the_booted_standby_takes_a_dead_workers_place(fixture_app, run_app, db_url):
+    """The standby (booted after the others were ready; named pb-standby once it stands
+    by) becomes the worker: the dead worker's place is taken by a process that already
+    existed, not by a fresh boot."""
+    running = run_app(db_url, "--workers", "1")
+
+    def booted():
+        roles = running.roles()
+        workers = [pid for pid, role in roles.items() if role == "worker"]
+        standbys = [pid for pid, role in roles.items() if role == "standby"]
+        assert len(workers) == 1 and len(standbys) == 1, roles
+        return workers[0], standbys[0]
+
+    worker, standby = eventually(booted, timeout_s=30)
+    os.kill(worker, signal.SIGKILL)
+
+    def promoted():
+        roles = running.roles()
+        assert roles.get(standby) == "worker", roles
+        return True
+
+    eventually(promoted, timeout_s=10)
+    assert "child.promoted" in running.output()
+    message_id = fixture_app.publish("jobs", {"mode": "ok"})
+    eventually(lambda: running.broker.deliveries(message_id=message_id, state="acked"),
+               timeout_s=30)
+    eventually(lambda: len(booted()) == 2, timeout_s=30)  # and a new standby boots behind it
+    assert running.stop() == 0
+
+
 def test_a_frozen_worker_is_killed_as_stalled(fixture_app, run_app, db_url):
     """A native call holding the GIL freezes every thread: no heartbeat, so the supervisor
     kills the process (cause "stalled") well before the handler's 20 s timeout."""
