@@ -381,6 +381,8 @@ class Dashboard:
 
         async def work(fields: dict[str, Any], is_form: bool) -> tuple[dict[str, Any],
                                                                         dict[str, Any]]:
+            if not data.is_id(delivery_id):
+                raise _HTTPError(404, f"no delivery #{delivery_id}")
             if verb == "replay":
                 ok = await self._read(lambda b: b.replay(delivery_id, self.clock()))
             else:

@@ -22,9 +22,18 @@ CAUSE_COLOURS = {
 }
 OTHER_COLOUR = "#95a5a6"
 
+#: Delivery and crash ids are 64-bit signed integers on both engines; a larger number (which
+#: SQLite cannot even bind) names nothing.
+MAX_ID = 2**63 - 1
+
 
 class NotFound(LookupError):
     """The thing asked for does not exist (the API answers 404)."""
+
+
+def is_id(value: int) -> bool:
+    """Whether `value` can be a delivery or crash id at all (1 to 2**63-1)."""
+    return 0 < value <= MAX_ID
 
 
 def stats_json(stats: SubscriptionStats) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def dead(broker: SQLBroker, subscription: str | None, limit: int) -> list[dict[s
 
 
 def delivery(broker: SQLBroker, delivery_id: int) -> dict[str, Any]:
-    found = broker.delivery(delivery_id)
+    found = broker.delivery(delivery_id) if is_id(delivery_id) else None
     if found is None:
         raise NotFound(f"no delivery #{delivery_id}")
     return delivery_json(found)
@@ -155,7 +164,7 @@ def crashes(broker: SQLBroker, since: float, until: float | None,
 
 def crash(broker: SQLBroker, crash_id: int) -> dict[str, Any]:
     """One crash record, with each delivery it had in flight resolved (payload, state)."""
-    record = broker.crash(crash_id)
+    record = broker.crash(crash_id) if is_id(crash_id) else None
     if record is None:
         raise NotFound(f"no crash record #{crash_id}")
     data = crash_json(record)
@@ -163,7 +172,7 @@ def crash(broker: SQLBroker, crash_id: int) -> dict[str, Any]:
     for item in record.in_flight:
         entry: dict[str, Any] = {"item": item, "delivery": None}
         delivery_id = item.get("delivery_id") if isinstance(item, dict) else None
-        if isinstance(delivery_id, int) and delivery_id > 0:
+        if isinstance(delivery_id, int) and is_id(delivery_id):
             found = broker.delivery(delivery_id)
             entry["delivery"] = None if found is None else delivery_json(found)
         resolved.append(entry)
