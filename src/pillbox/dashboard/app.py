@@ -13,6 +13,7 @@ Request flow, in `Dashboard.__call__`:
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -436,14 +437,7 @@ class _HTTPError(Exception):
 def _purge_args(fields: dict[str, Any],
                 is_form: bool) -> tuple[float | None, list[str] | None, bool]:
     before = _parse_before(fields.get("before"))
-    raw_ids = fields.get("ids")
-    ids: list[str] | None
-    if raw_ids is None or raw_ids == "" or raw_ids == []:
-        ids = None
-    elif isinstance(raw_ids, list):
-        ids = [str(i).strip() for i in raw_ids if str(i).strip()]
-    else:
-        ids = [part for part in str(raw_ids).replace(",", " ").split() if part]
+    ids = _parse_ids(fields.get("ids"))
     if before is None and not ids:
         raise _HTTPError(400, "a targeted purge needs `before` (a time) and/or `ids`; "
                               "nothing was purged")
@@ -457,16 +451,56 @@ def _purge_args(fields: dict[str, Any],
     return before, ids, dry_run
 
 
+def _parse_ids(value: Any) -> list[str] | None:
+    """Message ids (strings) or delivery ids (integers, or their digits): a JSON list of
+    them, or one string separated by commas or spaces (the form's field). Anything else
+    (objects, booleans, fractions) is refused rather than turned into a string that matches
+    nothing."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list):
+        raise _HTTPError(400, "ids must be a list of message ids (strings) or delivery ids "
+                              f"(integers), or one comma-separated string; got "
+                              f"{type(value).__name__}")
+    ids = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            ids.append(item.strip())
+        elif isinstance(item, int) and not isinstance(item, bool) and data.is_id(item):
+            ids.append(str(item))
+        else:
+            raise _HTTPError(400, "ids must hold message ids (non-empty strings) or delivery "
+                                  f"ids (integers from 1 to 2**63-1); got {_brief(item)}")
+    return ids
+
+
+def _brief(value: Any) -> str:
+    """A refused value for an error message: its JSON, cut short."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _parse_before(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _HTTPError(400, f"before must be Unix seconds or an ISO time; got "
+                              f"{_brief(value)}")
     text = str(value).strip()
+    number: float | None
     try:
-        return float(text)
+        number = float(value) if isinstance(value, int | float) else float(text)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
     except ValueError:
-        pass
+        number = None  # perhaps an ISO time
+    if number is not None:
+        if not math.isfinite(number):
+            raise _HTTPError(400, f"before must be a finite number of Unix seconds; got "
+                                  f"{_brief(text)}")
+        return number
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -482,16 +516,19 @@ def _float(request: Request, name: str, default: float | None) -> Any:
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        number = float(raw)
     except ValueError:
-        raise _HTTPError(400, f"{name} must be a number (Unix seconds)") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise _HTTPError(400, f"{name} must be a finite number (Unix seconds)")
+    return number
 
 
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
         raise _HTTPError(400, f"{name} must be an integer from 1 to 10000")
     return int(raw)
 
