@@ -4,11 +4,18 @@ type, a database that is down."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
-from dash_support import BEARER, make_dead, publish
+from dash_support import BEARER, TOKEN, make_dead, publish
 from starlette.testclient import TestClient
 
+from pillbox.app import App
 from pillbox.broker import SQLBroker
+from pillbox.dashboard import Dashboard, standalone
+from pillbox.protocol import Reporter
+from pillbox.web.guard import Guard
 
 TOO_BIG = "99999999999999999999999"  # > 2**63-1: SQLite cannot even bind it
 PURGE = "/_pillbox/api/subscriptions/billing/purge"
@@ -99,3 +106,63 @@ def test_query_numbers_must_be_finite_and_plain_digits(client: TestClient) -> No
         response = client.get(f"/_pillbox/api/crashes?{query}", headers=BEARER)
         assert response.status_code == 400, query
         assert "error" in response.json()
+
+
+# -- a database that cannot be reached ------------------------------------------------------------
+@pytest.fixture(params=["postgres-refused", "sqlite-not-a-database"])
+def unreachable(request: pytest.FixtureRequest, tmp_path: Path,
+                open_brokers: Callable[..., SQLBroker]) -> tuple[SQLBroker, str]:
+    """A broker whose database cannot be used, and what the error must name."""
+    if request.param == "postgres-refused":  # nothing listens on port 1
+        url = "postgresql://postgres:s3cret@127.0.0.1:1/nope"
+        return open_brokers(url, migrate=False), "127.0.0.1:1/nope"
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a SQLite database\n" * 200)
+    return open_brokers(f"sqlite:///{path}", migrate=False), str(path)
+
+
+def test_a_database_that_is_down_answers_503_naming_it(
+        unreachable: tuple[SQLBroker, str]) -> None:
+    broker, where = unreachable
+    app = standalone(Dashboard(lambda: broker, token=TOKEN))
+    with TestClient(app, follow_redirects=False) as c:
+        for path in ("/_pillbox/api/overview", "/_pillbox/api/subscriptions",
+                     "/_pillbox/api/dead", "/_pillbox/api/dead/1", "/_pillbox/api/crashes/1"):
+            response = c.get(path, headers=BEARER)
+            assert response.status_code == 503, path
+            error = response.json()["error"]
+            assert error.startswith("the database is unavailable: ") and where in error, path
+            assert "s3cret" not in error
+        for path in ("/_pillbox/", "/_pillbox/crashes", "/_pillbox/subscriptions/billing",
+                     "/_pillbox/deliveries/1"):
+            page = c.get(path, headers={**BEARER, "Accept": "text/html"})
+            assert page.status_code == 503, path
+            assert page.headers["content-type"].startswith("text/html")
+            assert "Database unavailable" in page.text and where in page.text, path
+            assert "s3cret" not in page.text
+        action = c.post("/_pillbox/api/dead/1/replay", headers=BEARER)
+        assert action.status_code == 503 and where in action.json()["error"]
+        purge = c.post(PURGE, headers=BEARER, json={"before": 1, "dry_run": True})
+        assert purge.status_code == 503 and where in purge.json()["error"]
+        metrics = c.get("/_pillbox/metrics", headers=BEARER)
+        assert metrics.status_code == 200 and "pillbox_database_up 0.0" in metrics.text
+
+
+def test_a_web_process_whose_database_is_down_answers_503(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In `pillbox run` the dashboard opens the app's broker on first use: that failing is the
+    database's problem too, not a 500."""
+    monkeypatch.setenv("PILLBOX_DASHBOARD_TOKEN", TOKEN)
+    app = App("down", database="postgresql://postgres:s3cret@127.0.0.1:1/nope")
+
+    async def user_app(scope, receive, send):  # pragma: no cover - never reached
+        raise AssertionError("the dashboard's request reached the app")
+
+    c = TestClient(Guard(app, user_app, Reporter(None)), follow_redirects=False)
+    try:
+        response = c.get("/_pillbox/api/overview", headers=BEARER)
+        assert response.status_code == 503
+        assert "127.0.0.1:1/nope" in response.json()["error"]
+        assert "s3cret" not in response.json()["error"]
+    finally:
+        app.close()

@@ -34,7 +34,7 @@ from pillbox import metrics
 from pillbox.broker import SQLBroker
 from pillbox.dashboard import data
 from pillbox.dashboard.auth import Auth, Session, clear_cookie_header, cookie_header
-from pillbox.errors import PillboxError, UnknownName
+from pillbox.errors import DatabaseError, PillboxError, UnknownName
 from pillbox.humanize import age, when
 
 Scope = MutableMapping[str, Any]
@@ -86,7 +86,7 @@ class Dashboard:
         self.metrics = metrics.Exposition(broker, clock)
         self.app = Starlette(routes=self._routes(), exception_handlers={
             _HTTPError: _error_response, data.NotFound: _error_response,
-            UnknownName: _error_response})
+            UnknownName: _error_response, DatabaseError: self._database_error})
 
     def _routes(self) -> list[BaseRoute]:
         r = Route
@@ -171,7 +171,18 @@ class Dashboard:
 
     # -- helpers -------------------------------------------------------------------------
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await run_in_threadpool(fn, self.broker(), *args)
+        """`fn(broker, *args)` off the event loop (opening the broker may connect too)."""
+        return await run_in_threadpool(lambda: fn(self.broker(), *args))
+
+    async def _database_error(self, request: Request, exc: Exception) -> Response:
+        """The database cannot be read (down, unreachable, not a pillbox database): 503 with
+        the reason (DatabaseError names host:port/db, never a password), as JSON for the API
+        and as a page for a browser."""
+        message = f"the database is unavailable: {exc}"
+        if request.url.path.startswith(PREFIX + "/api/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return self._error_page(request, 503, message, PREFIX + "/",
+                                heading="Database unavailable")
 
     def _render(self, template: str, context: dict[str, Any]) -> str:
         context.setdefault("base", PREFIX)
@@ -252,9 +263,15 @@ class Dashboard:
         return self._page(request, "delivery.html", "delivery.html", {"delivery": found})
 
     def _not_found(self, request: Request, message: str) -> Response:
+        return self._error_page(request, 404, message, PREFIX + "/")
+
+    def _error_page(self, request: Request, status: int, message: str, back: str,
+                    heading: str | None = None) -> Response:
+        heading = heading or ("Not found" if status == 404 else "Nothing was done")
         response = self._page(request, "error.html", "error.html",
-                              {"message": message, "status": 404, "back": PREFIX + "/"})
-        response.status_code = 404
+                              {"message": message, "status": status, "back": back,
+                               "heading": heading})
+        response.status_code = status
         return response
 
     async def page_login(self, request: Request) -> Response:
@@ -340,15 +357,15 @@ class Dashboard:
         try:
             result, done = await work(fields, is_form)
         except (_HTTPError, PillboxError, ValueError) as exc:
-            status = (exc.status if isinstance(exc, _HTTPError)
-                      else 404 if isinstance(exc, UnknownName) else 400)
+            status, message, heading = (
+                (exc.status, str(exc), None) if isinstance(exc, _HTTPError)
+                else (404, str(exc), None) if isinstance(exc, UnknownName)
+                else (503, f"the database is unavailable: {exc}", "Database unavailable")
+                if isinstance(exc, DatabaseError) else (400, str(exc), None))
             if is_form:
-                response = self._page(request, "error.html", "error.html",
-                                      {"message": str(exc), "status": status,
-                                       "back": _safe_next(str(fields.get("_next") or ""))})
-                response.status_code = status
-                return response
-            return JSONResponse({"error": str(exc)}, status_code=status)
+                return self._error_page(request, status, message,
+                                        _safe_next(str(fields.get("_next") or "")), heading)
+            return JSONResponse({"error": message}, status_code=status)
         if is_form:
             target = _safe_next(str(fields.get("_next") or PREFIX + "/")).split("?", 1)[0]
             return RedirectResponse(f"{target}?{urlencode(done)}", status_code=303)
