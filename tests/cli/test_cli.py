@@ -171,3 +171,46 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path):
     done = pillbox("run", "crashapp:app", "--bind", "127.0.0.1:99999",
                    db=f"sqlite:///{tmp_path}/x.db")
     assert done.returncode == 2 and "port 0-65535" in done.stderr
+
+
+TOO_BIG = "99999999999999999999999"  # > 2**63-1: SQLite cannot even bind it
+
+
+def test_dead_replay_of_a_repeated_id_replays_it_once(seeded, db_url):
+    _app, poison, *_ = seeded
+    done = pillbox("dead", "replay", str(poison), str(poison), db=db_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "replayed 1 delivery(ies)"
+    assert "not dead" not in done.stderr
+
+
+def test_ids_beyond_64_bits_are_unknown_not_a_traceback(seeded, db_url):
+    _app, poison, *_ = seeded
+    for args, complaint in ((["dead", "show", TOO_BIG], f"no delivery #{TOO_BIG}"),
+                            (["crashes", "show", TOO_BIG], f"no crash record #{TOO_BIG}"),
+                            (["dead", "replay", TOO_BIG], f"not dead (or unknown): {TOO_BIG}"),
+                            (["dead", "drop", TOO_BIG], f"not dead (or unknown): {TOO_BIG}")):
+        done = pillbox(*args, db=db_url)
+        assert done.returncode == 1, args
+        assert complaint in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert pillbox("dead", "show", str(poison), db=db_url).returncode == 0
+
+
+def test_dead_drop_checks_first_and_asks_only_about_dead_deliveries(seeded, db_url):
+    app, poison, *_ = seeded
+    unknown = pillbox("dead", "drop", "999", stdin="", db=db_url)
+    assert unknown.returncode == 1
+    assert "not dead (or unknown): 999" in unknown.stderr
+    assert "delete" not in unknown.stdout + unknown.stderr  # nothing to confirm
+    refused = pillbox("dead", "drop", str(poison), str(poison), "999", stdin="n\n", db=db_url)
+    assert refused.returncode == 1
+    assert "delete 1 dead delivery(ies) for good?" in refused.stdout
+    assert "left alone: 999" in refused.stderr
+    assert app.broker.delivery(poison).state == "dead"
+    dropped = pillbox("dead", "drop", str(poison), "999", stdin="y\n", db=db_url)
+    assert dropped.returncode == 1
+    assert "delete 1 dead delivery(ies) for good?" in dropped.stdout
+    assert "dropped 1 delivery(ies)" in dropped.stdout
+    assert "not dead (or unknown): 999" in dropped.stderr
+    assert app.broker.delivery(poison) is None
+

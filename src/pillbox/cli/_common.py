@@ -24,14 +24,19 @@ from pillbox.loader import load_app
 F = TypeVar("F", bound=Callable[..., Any])
 
 EX_ATTENTION = 3
+#: Delivery and crash ids are 64-bit signed integers on both engines; a larger number (which
+#: SQLite cannot even bind) names nothing.
+MAX_ID = 2**63 - 1
 __all__ = [
     "EX_ATTENTION",
+    "MAX_ID",
     "age",
     "ago",
     "console",
     "database_options",
     "emit_json",
     "guard",
+    "is_id",
     "load",
     "open_db",
     "parse_time",
@@ -67,6 +72,11 @@ def open_db(database: str | None, app_path: str | None, create: bool = False) ->
         return open_broker(url, pool_size=2)
     except PillboxError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def is_id(value: int) -> bool:
+    """Whether `value` can be a delivery or crash id at all (1 to 2**63-1)."""
+    return 0 < value <= MAX_ID
 
 
 def console() -> Console:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from pillbox.broker import SQLBroker
 from pillbox.cli._common import (
     ago,
     console,
     database_options,
     emit_json,
     guard,
+    is_id,
     open_db,
     parse_time,
     when,
@@ -55,7 +57,7 @@ def show(ctx: click.Context, crash_id: int, as_json: bool, database: str | None,
     """One crash record: cause, what was in flight, the crashing traceback first."""
     parent_db, parent_app = ctx.obj or (None, None)
     broker = open_db(database or parent_db, app_path or parent_app)
-    record = guard(lambda: broker.crash(crash_id))
+    record = guard(lambda: broker.crash(crash_id)) if is_id(crash_id) else None
     if record is None:
         raise click.ClickException(f"no crash record #{crash_id}")
     if as_json:
@@ -77,7 +79,7 @@ def _short(frame: str) -> str:
     return f"{path.rsplit('/', 1)[-1]}:{rest}" if frame else "-"
 
 
-def print_crash(record: CrashRecord, broker: object) -> None:
+def print_crash(record: CrashRecord, broker: SQLBroker) -> None:
     out = console()
     out.print(f"[bold]crash #{record.id}[/bold]  {when(record.at)} UTC ({ago(record.at)} ago)")
     out.print(f"cause:     [bold red]{record.cause}[/bold red]")
@@ -90,8 +92,8 @@ def print_crash(record: CrashRecord, broker: object) -> None:
     for item in record.in_flight or [{"": "nothing"}]:
         out.print("  " + ", ".join(f"{k}={v}" for k, v in item.items()), markup=False)
         delivery_id = item.get("delivery_id")
-        if delivery_id is not None:
-            delivery = broker.delivery(int(delivery_id))  # type: ignore[attr-defined]
+        if delivery_id is not None and str(delivery_id).isdigit() and is_id(int(delivery_id)):
+            delivery = broker.delivery(int(delivery_id))
             if delivery is not None:
                 out.print(f"    state={delivery.state} crashes={delivery.crashes} "
                           f"payload={delivery.payload!r}", markup=False)

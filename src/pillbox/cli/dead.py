@@ -8,7 +8,16 @@ import time
 import click
 from rich.table import Table
 
-from pillbox.cli._common import ago, console, database_options, emit_json, guard, open_db
+from pillbox.broker import SQLBroker
+from pillbox.cli._common import (
+    ago,
+    console,
+    database_options,
+    emit_json,
+    guard,
+    is_id,
+    open_db,
+)
 from pillbox.messages import Delivery
 
 
@@ -44,7 +53,7 @@ def list_(subscription: str | None, limit: int, as_json: bool, database: str | N
 def show(delivery_id: int, as_json: bool, database: str | None, app_path: str | None) -> None:
     """One delivery: payload, reason, last error, crash records."""
     broker = open_db(database, app_path)
-    delivery = guard(lambda: broker.delivery(delivery_id))
+    delivery = guard(lambda: broker.delivery(delivery_id)) if is_id(delivery_id) else None
     if delivery is None:
         raise click.ClickException(f"no delivery #{delivery_id}")
     if as_json:
@@ -77,11 +86,11 @@ def replay(delivery_ids: tuple[int, ...], database: str | None, app_path: str | 
     """Deliver dead deliveries again (fresh attempt and crash counts)."""
     broker = open_db(database, app_path)
     now = time.time()
-    missing = [i for i in delivery_ids if not guard(functools.partial(broker.replay, i, now))]
-    replayed = len(delivery_ids) - len(missing)
-    click.echo(f"replayed {replayed} delivery(ies)")
-    if missing:
-        raise click.ClickException("not dead (or unknown): " + ", ".join(map(str, missing)))
+    ids = _unique(delivery_ids)
+    missing = [i for i in ids
+               if not (is_id(i) and guard(functools.partial(broker.replay, i, now)))]
+    click.echo(f"replayed {len(ids) - len(missing)} delivery(ies)")
+    _report_missing(missing)
 
 
 @dead.command()
@@ -90,11 +99,32 @@ def replay(delivery_ids: tuple[int, ...], database: str | None, app_path: str | 
 @database_options
 def drop(delivery_ids: tuple[int, ...], yes: bool, database: str | None,
          app_path: str | None) -> None:
-    """Delete dead deliveries for good."""
+    """Delete dead deliveries for good (asks first, for the ones that are dead)."""
     broker = open_db(database, app_path)
-    if not yes:
-        click.confirm(f"delete {len(delivery_ids)} dead delivery(ies) for good?", abort=True)
-    missing = [i for i in delivery_ids if not guard(functools.partial(broker.drop, i))]
-    click.echo(f"dropped {len(delivery_ids) - len(missing)} delivery(ies)")
+    ids = _unique(delivery_ids)
+    dead_now = [i for i in ids if is_id(i) and _is_dead(broker, i)]
+    missing = [i for i in ids if i not in dead_now]
+    if dead_now and not yes:
+        if missing:
+            click.echo("not dead (or unknown), left alone: " + ", ".join(map(str, missing)),
+                       err=True)
+        click.confirm(f"delete {len(dead_now)} dead delivery(ies) for good?", abort=True)
+    # one may have been replayed (or dropped) since it was counted: drop says so
+    gone = [i for i in dead_now if not guard(functools.partial(broker.drop, i))]
+    click.echo(f"dropped {len(dead_now) - len(gone)} delivery(ies)")
+    _report_missing([i for i in ids if i in missing or i in gone])
+
+
+def _unique(ids: tuple[int, ...]) -> list[int]:
+    """The ids in the order given, each once (`replay 7 7` replays delivery 7 once)."""
+    return list(dict.fromkeys(ids))
+
+
+def _is_dead(broker: SQLBroker, delivery_id: int) -> bool:
+    found = guard(lambda: broker.delivery(delivery_id))
+    return found is not None and found.state == "dead"
+
+
+def _report_missing(missing: list[int]) -> None:
     if missing:
         raise click.ClickException("not dead (or unknown): " + ", ".join(map(str, missing)))
