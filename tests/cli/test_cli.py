@@ -74,7 +74,8 @@ def test_status_json_shape_and_attention_exit_code(seeded, db_url):
 def test_crashes_and_dead_commands(seeded, db_url):
     _app, poison, crash_id, poison_id = seeded
     listed = json.loads(pillbox("crashes", "--json", db=db_url).stdout)
-    assert [c["id"] for c in listed] == [crash_id]
+    assert [c["id"] for c in listed["crashes"]] == [crash_id]
+    assert listed["total"] == 1 and listed["truncated"] is False
     shown = pillbox("crashes", "show", str(crash_id), db=db_url)
     assert shown.returncode == 0 and "app.py" in shown.stdout and "segfault" in shown.stdout
     assert "no crash record #999" in pillbox("crashes", "show", "999", db=db_url).stderr
@@ -213,4 +214,21 @@ def test_dead_drop_checks_first_and_asks_only_about_dead_deliveries(seeded, db_u
     assert "dropped 1 delivery(ies)" in dropped.stdout
     assert "not dead (or unknown): 999" in dropped.stderr
     assert app.broker.delivery(poison) is None
+
+def test_crashes_says_when_the_list_is_cut_at_the_limit(seeded, db_url):
+    app, _poison, first_crash, _ = seeded
+    for pid in range(4):
+        app.broker.record_crash(CrashRecord(
+            at=time.time(), work_type="web", pid=pid, exit_code=1, signal=None, cause="exit",
+            in_flight=[], traceback="", peak_rss_bytes=1, log_tail="", summary="exit"), [])
+    cut = pillbox("crashes", "--limit", "3", db=db_url)
+    assert cut.returncode == 0, cut.stderr
+    assert "showing the newest 3 of 5 (use --limit)" in cut.stdout
+    whole = pillbox("crashes", "--limit", "5", db=db_url)
+    assert whole.returncode == 0 and "showing" not in whole.stdout
+    assert str(first_crash) in whole.stdout
+    data = json.loads(pillbox("crashes", "--limit", "3", "--json", db=db_url).stdout)
+    assert len(data["crashes"]) == 3 and data["total"] == 5 and data["truncated"] is True
+    bad = pillbox("crashes", "--limit", "0", db=db_url)
+    assert bad.returncode == 2 and "--limit" in bad.stderr
 

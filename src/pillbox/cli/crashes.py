@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 from rich.table import Table
 
@@ -24,20 +26,26 @@ from pillbox.supervisor.postmortem import LIBRARY_PATHS
 
 @click.group(invoke_without_command=True)
 @click.option("--since", default=None, help="Only crashes after this time (ISO) or ago (1h)")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most this many (the newest)")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @database_options
 @click.pass_context
 def crashes(ctx: click.Context, since: str | None, limit: int, as_json: bool,
             database: str | None, app_path: str | None) -> None:
-    """List crash records, newest first."""
+    """List crash records, newest first; says so when there are more than --limit.
+
+    --json prints {"crashes": [...], "total": N, "truncated": true|false}."""
     ctx.obj = (database, app_path)
     if ctx.invoked_subcommand is not None:
         return
     broker = open_db(database, app_path)
-    records = guard(lambda: broker.crashes(parse_time(since) if since else 0.0, limit))
+    cutoff = parse_time(since) if since else 0.0
+    records = guard(lambda: broker.crashes(cutoff, limit))
+    total = _total(broker, cutoff, len(records), limit)
     if as_json:
-        emit_json(records)
+        emit_json({"crashes": [asdict(r) for r in records], "total": total,
+                   "truncated": total > len(records)})
         return
     table = Table("id", "when (UTC)", "ago", "process", "cause", "in flight", "where")
     for record in records:
@@ -45,6 +53,22 @@ def crashes(ctx: click.Context, since: str | None, limit: int, as_json: bool,
                       f"{record.work_type} {record.pid}", record.cause,
                       in_flight_label(record), _short(top_frame(record.traceback, LIBRARY_PATHS)))
     console().print(table if records else "no crashes recorded")
+    if total > len(records):
+        more = f"more than {total - 1}" if total > max(COUNT_CAP, limit) else str(total)
+        console().print(f"showing the newest {len(records)} of {more} (use --limit)")
+
+
+#: Counting crash records past the shown ones stops here ("more than ...").
+COUNT_CAP = 100_000
+
+
+def _total(broker: SQLBroker, since: float, shown: int, limit: int) -> int:
+    """How many crash records match: counted (light rows, no tracebacks) only when the list
+    was cut at `limit`, and only up to max(COUNT_CAP, limit) + 1."""
+    if shown < limit:
+        return shown
+    cap = max(COUNT_CAP, limit) + 1
+    return max(shown, len(guard(lambda: broker.crash_summaries(since, cap))))
 
 
 @crashes.command("show")
@@ -67,7 +91,7 @@ def show(ctx: click.Context, crash_id: int, as_json: bool, database: str | None,
 
 
 def in_flight_label(record: CrashRecord) -> str:
-    labels = [f"{item['subscription']} #{item['delivery_id']}" if "delivery_id" in item
+    labels = [f"{item.get('subscription', '?')} #{item['delivery_id']}" if "delivery_id" in item
               else str(item.get("request", "?")) for item in record.in_flight]
     if len(labels) > 2:
         labels = [*labels[:2], f"+{len(labels) - 2}"]
