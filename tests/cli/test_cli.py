@@ -215,6 +215,7 @@ def test_dead_drop_checks_first_and_asks_only_about_dead_deliveries(seeded, db_u
     assert "not dead (or unknown): 999" in dropped.stderr
     assert app.broker.delivery(poison) is None
 
+
 def test_crashes_says_when_the_list_is_cut_at_the_limit(seeded, db_url):
     app, _poison, first_crash, _ = seeded
     for pid in range(4):
@@ -232,3 +233,19 @@ def test_crashes_says_when_the_list_is_cut_at_the_limit(seeded, db_url):
     bad = pillbox("crashes", "--limit", "0", db=db_url)
     assert bad.returncode == 2 and "--limit" in bad.stderr
 
+
+def test_database_and_app_together_on_the_command_line_are_refused(seeded, db_url, tmp_path):
+    other = f"sqlite:///{tmp_path}/other.db"
+    assert pillbox("migrate", "--database", other).returncode == 0
+    both = pillbox("status", "--app", "crashapp:app", "--database", other, db=db_url)
+    assert both.returncode == 2
+    assert "--database and --app both say which database to use" in both.stderr
+    # one on the command line, the other from the environment: the command line wins
+    by_app = pillbox("status", "--json", "--app", "crashapp:app",
+                     env={"PILLBOX_DATABASE_URL": other, "CRASHAPP_DATABASE": db_url})
+    assert by_app.returncode == 3, by_app.stderr  # the seeded database: a dead message
+    assert "jobs" in [s["name"] for s in json.loads(by_app.stdout)["subscriptions"]]
+    by_database = pillbox("status", "--json", "--database", other, db=db_url,
+                          env={"PILLBOX_APP": "crashapp:app"})
+    assert by_database.returncode == 0, by_database.stderr
+    assert json.loads(by_database.stdout)["subscriptions"] == []

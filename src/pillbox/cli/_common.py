@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from pillbox import defaults
@@ -59,7 +60,19 @@ def database_options(func: F) -> F:
 def open_db(database: str | None, app_path: str | None, create: bool = False) -> SQLBroker:
     """The broker for an operator command. A SQLite file that does not exist is an error
     (a command run from the wrong folder must not report a fresh, empty, healthy database),
-    unless `create`."""
+    unless `create`.
+
+    `--app` names a database too (the app's): both given on the command line is a usage
+    error; one on the command line and the other from the environment, the command line
+    wins; both from the environment, the app's database is used."""
+    if database and app_path:
+        explicit_db, explicit_app = _on_command_line("database"), _on_command_line("app_path")
+        if explicit_db and explicit_app:
+            raise click.UsageError(
+                "--database and --app both say which database to use: pass one (--app reads "
+                "the app's own database)")
+        if explicit_db:
+            app_path = None
     url = database or defaults.DATABASE_URL
     path = None if app_path else sqlite_path(url)
     if path is not None and not create and not os.path.exists(path):
@@ -72,6 +85,16 @@ def open_db(database: str | None, app_path: str | None, create: bool = False) ->
         return open_broker(url, pool_size=2)
     except PillboxError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _on_command_line(param: str) -> bool:
+    """Whether the running command (or a group above it) got `param` on the command line."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+            return True
+        ctx = ctx.parent
+    return False
 
 
 def is_id(value: int) -> bool:
