@@ -73,3 +73,19 @@ def test_serves_the_dashboard_of_a_database(db_url: str, broker: SQLBroker) -> N
             proc.kill()
             proc.wait()
             pytest.fail("pillbox dashboard did not stop on SIGTERM")
+
+
+def test_a_port_in_use_is_a_clean_error_like_pillbox_run(db_url: str, broker: SQLBroker) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*COMMAND, "--dev", "--bind", f"127.0.0.1:{port}",
+                               "--database", db_url], capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr  # not 3, status's "attention"
+    assert f"Error: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Errno" not in done.stderr and "http://" not in done.stderr
+    out_of_range = CliRunner().invoke(dashboard, ["--dev", "--bind", "127.0.0.1:99999",
+                                                  "--database", db_url])
+    assert out_of_range.exit_code == 2 and "port 0-65535" in out_of_range.output

@@ -7,6 +7,7 @@ import os
 import click
 
 from pillbox.cli._common import database_options, open_db
+from pillbox.cli.run import bind_socket, parse_bind
 
 DEFAULT_BIND = "127.0.0.1:8100"
 
@@ -28,10 +29,7 @@ def dashboard(bind: str, dev: bool, database: str | None, app_path: str | None) 
     from pillbox import dashboard as dash
     from pillbox.dashboard.auth import is_loopback
 
-    host, _, port_text = bind.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit():
-        raise click.BadParameter(f"{bind!r} is not host:port", param_hint="--bind")
+    host, port = parse_bind(bind)
     token = os.environ.get(dash.TOKEN_ENV) or None
     if dev and not is_loopback(host):
         raise click.UsageError(f"--dev serves without authentication, so it only binds a "
@@ -40,12 +38,19 @@ def dashboard(bind: str, dev: bool, database: str | None, app_path: str | None) 
         raise click.UsageError(f"set {dash.TOKEN_ENV} to a long random secret (for example "
                                "`openssl rand -hex 32`), or use --dev on a loopback address")
     broker = open_db(database, app_path)
-    app = dash.from_environment(lambda: broker, dev=dev)
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"pillbox dashboard: http://{shown}:{port_text}{dash.PREFIX}/"
-               + ("  (dev mode: no authentication, loopback only)" if dev else ""), err=True)
     try:
-        uvicorn.run(dash.standalone(app), host=host, port=int(port_text), log_level="warning",
-                    access_log=False, lifespan="on")
+        # bound here, as `pillbox run` binds: a port in use is a clean error (exit 1), not
+        # uvicorn's startup failure (exit 3, which `status` uses for "needs attention")
+        sock = bind_socket(host, port)
+        port = sock.getsockname()[1]
+        app = dash.from_environment(lambda: broker, dev=dev)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"pillbox dashboard: http://{shown}:{port}{dash.PREFIX}/"
+                   + ("  (dev mode: no authentication, loopback only)" if dev else ""),
+                   err=True)
+        config = uvicorn.Config(dash.standalone(app), host=host, port=port,
+                                log_level="warning", access_log=False, lifespan="on")
+        with sock:
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         broker.close()
