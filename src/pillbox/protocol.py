@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any
 
 MAX_LINE = 4000
@@ -21,7 +20,6 @@ class Reporter:
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
-        self._lock = threading.Lock()
 
     def send(self, event: str, **fields: Any) -> None:
         if self.fd is None:
@@ -31,12 +29,15 @@ class Reporter:
             line = json.dumps({"t": event, **{k: v for k, v in fields.items()
                                               if not isinstance(v, str) or len(v) < 200}})
         data = (line + "\n").encode()
-        with self._lock:
-            try:
-                os.write(self.fd, data)
-            except (BrokenPipeError, OSError):
-                # the supervisor is gone: there is nobody left to report to
-                self.fd = None
+        fd = self.fd
+        if fd is None:
+            return
+        try:  # no lock: a write under PIPE_BUF to a pipe is atomic, and threads must not
+            # queue here (a crash in another thread while they wait loses their events)
+            os.write(fd, data)
+        except (BrokenPipeError, OSError):
+            # the supervisor is gone: there is nobody left to report to
+            self.fd = None
 
 
 def parse_lines(buffer: bytes) -> tuple[list[dict[str, Any]], bytes]:

@@ -66,22 +66,27 @@ class Executor:
                            m=message.id, to=sub.timeout_s, ml=sub.memory_limit_bytes,
                            th=hex(threading.get_ident()))
         succeeded = False
+        failure: tuple[str, BaseException] | None = None
         started = time.perf_counter()
         try:
-            try:
-                self._call(sub, lease, loop)
-            finally:
-                self.timings.observe(sub.name, time.perf_counter() - started)
+            self._call(sub, lease, loop)
             succeeded = True
         except BaseException as exc:  # KeyboardInterrupt and SystemExit too: a handler raised
             # them (a worker stops on its own SIGINT/SIGTERM handlers, never by these)
-            self._failed(sub, lease, traceback.format_exc(), exc)
+            failure = (traceback.format_exc(), exc)
+        if succeeded:
+            # first of all: from here on, should this process die before the ack is written
+            # (it rides on the next pull), the supervisor acks it instead of running it again
+            self.reporter.send("done", d=message.delivery_id, ok=1)
+        try:
+            self.timings.observe(sub.name, time.perf_counter() - started)
+            if failure is not None:
+                self._failed(sub, lease, *failure)
         finally:
             blackbox.set_context(None)
             self.inflight.remove(lease)
-            # ok=1: the handler succeeded and its ack is pending; should this process die
-            # before writing it, the supervisor acks it instead of letting it run twice.
-            self.reporter.send("done", d=message.delivery_id, ok=int(succeeded))
+            if not succeeded:
+                self.reporter.send("done", d=message.delivery_id, ok=0)
         return succeeded
 
     @staticmethod
