@@ -140,6 +140,45 @@ def test_sigterm_drains_in_flight_work_and_loses_nothing(fixture_app, run_app, d
     running.stop()
 
 
+def test_what_a_child_killed_at_the_stop_deadline_held_is_released_at_once(
+        fixture_app, run_app, db_url):
+    """A handler frozen in native code ignores SIGTERM's drain; the supervisor SIGKILLs it at
+    the deadline. Its delivery, and the work it had leased ahead, used to stay leased for the
+    lease time (30 s) after the app had stopped."""
+    frozen = fixture_app.publish("jobs", {"mode": "freeze"})
+    others = [fixture_app.publish("jobs", {"mode": "slow", "seconds": 5}) for _ in range(3)]
+    running = run_app(db_url, "--workers", "1", "--shutdown-grace", "1", "--stall-timeout",
+                      "300", CRASHAPP_TIMEOUT="300", CRASHAPP_CONCURRENCY="2")
+    eventually(lambda: [r for r in running.handler_runs() if r[2] == "start:freeze"],
+               timeout_s=30)
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.wait(timeout=60) == 0
+    deliveries = running.broker.deliveries(subscription="jobs")
+    assert {d.state for d in deliveries} <= {"acked", "available"}, \
+        [(d.message_id, d.state) for d in deliveries]
+    (stuck,) = running.broker.deliveries(message_id=frozen)
+    assert stuck.state == "available" and stuck.attempt == 0 and stuck.crashes == 0
+    assert len(deliveries) == 1 + len(others)
+    assert running.broker.crashes() == []  # a stop, not a crash
+    running.stop()
+
+
+def test_a_crash_while_stopping_is_still_a_crash(fixture_app, run_app, db_url):
+    """A handler that segfaults during the drain was logged as 'stopped': no crash record,
+    no charge, and its delivery left leased."""
+    doomed = fixture_app.publish("jobs", {"mode": "late-segfault", "seconds": 1.5})
+    running = run_app(db_url, "--workers", "1", "--shutdown-grace", "20")
+    eventually(lambda: [r for r in running.handler_runs() if r[2] == "start:late-segfault"],
+               timeout_s=30)
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.wait(timeout=60) == 0
+    (record,) = running.broker.crashes()
+    assert record.cause == "segfault"
+    (delivery,) = running.broker.deliveries(message_id=doomed)
+    assert delivery.crashes == 1 and delivery.state == "available"
+    running.stop()
+
+
 def test_supervisor_restarts_a_crashed_worker_at_once(fixture_app, run_app, db_url):
     running = run_app(db_url, "--workers", "1")
     first = eventually(lambda: [pid for pid, role in running.roles().items()

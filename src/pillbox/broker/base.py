@@ -324,10 +324,7 @@ class SQLBroker(ABC):
         params = {"id": delivery_id, "token": token, "now": record.at, "crash_id": crash_id,
                   "role": role, "error": f"crash #{crash_id}: {record.summary}"}
         if role in (RELEASED, FINISHED):
-            query = "release" if role == RELEASED else "ack"
-            cur.execute(self.q[query], {**self._held([(delivery_id, token)]), "now": record.at})
-            if cur.description is not None:  # ack RETURNING: read it, or SQLite cannot commit
-                cur.fetchall()
+            self._settle_one(cur, delivery_id, token, role, record.at)
             return
         if role == SUSPECT:
             cur.execute(self.q["mark_suspect"], params)
@@ -345,6 +342,20 @@ class SQLBroker(ABC):
         if state == "dead":
             self._event(cur, "dead", subscription, delivery_id, message_id, "poison pill",
                         record.at)
+
+    def settle(self, roles: Sequence[tuple[int, str, str]], now: float) -> None:
+        """What a process that stopped (not crashed) still held: ack the finished
+        deliveries, release the rest without an attempt penalty."""
+        with self.transaction() as cur:
+            for delivery_id, token, role in roles:
+                self._settle_one(cur, delivery_id, token, role, now)
+
+    def _settle_one(self, cur: Any, delivery_id: int, token: str, role: str,
+                    now: float) -> None:
+        query = "ack" if role == FINISHED else "release"
+        cur.execute(self.q[query], {**self._held([(delivery_id, token)]), "now": now})
+        if cur.description is not None:  # ack RETURNING: read it, or SQLite cannot commit
+            cur.fetchall()
 
     def record_event(self, kind: str, detail: str, now: float, *, subscription: str | None = None,
                      delivery_id: int | None = None, message_id: str | None = None) -> None:

@@ -25,10 +25,12 @@ from typing import Any
 from pillbox import defaults
 from pillbox.broker import SQLBroker, open_broker
 from pillbox.forensics import sentry
+from pillbox.forensics.classify import ExitStatus
 from pillbox.forensics.faultlog import top_frame
 from pillbox.logs import Log
 from pillbox.messages import CrashRecord
 from pillbox.supervisor import postmortem
+from pillbox.supervisor.attribution import attribute
 from pillbox.supervisor.child import ChildProcess, ChildSpec
 from pillbox.supervisor.oom import OomWatch
 from pillbox.supervisor.policy import CrashLoopDetector, RestartTracker
@@ -57,6 +59,12 @@ class Options:
     memory_limit_bytes: int | None = None
     shutdown_grace_s: float = defaults.SHUTDOWN_GRACE_S
     stall_timeout_s: float = defaults.STALL_TIMEOUT_S
+
+
+def _stopped_by_us(status: int) -> bool:
+    """A clean exit, or the SIGTERM/SIGKILL of a stop (anything else is a crash)."""
+    exit_status = ExitStatus.from_wait(status)
+    return exit_status.exit_code == 0 or exit_status.signal in (signal.SIGTERM, signal.SIGKILL)
 
 
 class Supervisor:
@@ -186,14 +194,29 @@ class Supervisor:
             self._drain(child, now)
             self._forget(child)
             child.signal_group(signal.SIGKILL)  # anything the child started dies with it
-            if self.stopping and child.killed_for is None:
+            if self.stopping and child.killed_for is None and _stopped_by_us(status):
+                self._settle_stopped(child)
                 self.log.event("child.stopped", f"{child.spec.name} pid {child.pid} stopped",
                                child=child.spec.name)
-            else:
+            else:  # a crash, even while stopping (a poison message in the lane...)
                 self._postmortem(child, status, rusage_peak, now)
             child.close_pipes()
             if not self.stopping:
                 self._schedule_restart(child, now)
+
+    def _settle_stopped(self, child: ChildProcess) -> None:
+        """Whatever a stopped child still holds (work leased while it was told to stop,
+        handlers cut off at the grace period, acks it had not written) is released or acked
+        now rather than left leased until its deadline."""
+        assert self.broker is not None
+        try:
+            held = self.broker.leases_of(child.owner)
+            if held:
+                self.broker.settle(attribute([], held, None, child.finished), time.time())
+        except Exception as exc:  # their leases expire and are redelivered anyway
+            self.log.event("child.unsettled", f"{child.spec.name} pid {child.pid}: could not "
+                           f"release what it held ({exc}); it returns at lease expiry",
+                           level="warning")
 
     def _forget(self, child: ChildProcess) -> None:
         for fd in (child.events_fd, child.output_fd):

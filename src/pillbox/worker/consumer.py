@@ -325,6 +325,14 @@ class Consumer:
     def _shutdown(self) -> int:
         log.info("stopping: no new work; waiting up to %.0fs for %d in-flight handler(s)",
                  self.grace_s, len(self.inflight))
+        # a fetcher in the middle of a pull is let finish it first: what it leases then is
+        # taken back below, not left leased by a process that exits
+        for fetcher in self.fetchers:
+            fetcher.wake.set()
+            with fetcher.cond:
+                fetcher.cond.notify_all()
+        for fetcher in self.fetchers:
+            fetcher.thread.join(timeout=defaults.LEASE_S / 2)
         unstarted = [lease for f in self.fetchers for lease in f.take_unstarted()]
         for lease in unstarted:
             self.inflight.remove(lease)
