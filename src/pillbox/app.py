@@ -86,7 +86,14 @@ class App:
                               "function's name)")
 
         def register(handler: F) -> F:
-            sub_name = name or handler.__name__.replace("_", "-")
+            if not callable(handler):
+                raise ConfigError(f"subscription on {topic!r}: handler {handler!r} is not "
+                                  "callable")
+            function_name = getattr(handler, "__name__", None)
+            if name is None and not isinstance(function_name, str):
+                raise ConfigError(f"subscription on {topic!r}: {handler!r} has no __name__ to "
+                                  "name the subscription after; pass name=...")
+            sub_name = name or str(function_name).replace("_", "-")
             if sub_name.startswith(CRON_PREFIX):
                 raise ConfigError(f"subscription name {sub_name!r}: names starting with "
                                   f"{CRON_PREFIX!r} are reserved for crons")

@@ -62,6 +62,9 @@ class Subscription:
         if not callable(self.handler):
             raise ConfigError(f"{where}: handler {self.handler!r} is not callable")
         _check_takes_one_message(where, self.handler)
+        if inspect.isasyncgenfunction(self.handler) or inspect.isgeneratorfunction(self.handler):
+            raise ConfigError(f"{where}: the handler is a generator function (it has `yield`): "
+                              "calling it would run none of its body")
         if self.memory_limit_bytes is not None and \
                 self.memory_limit_bytes < defaults.MIN_MEMORY_LIMIT_BYTES:
             raise ConfigError(

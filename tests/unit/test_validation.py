@@ -56,6 +56,27 @@ def test_a_handler_must_take_the_message_and_nothing_else(app):
     assert sorted(app.subscriptions) == ["async", "with-default"]
 
 
+def test_handlers_without_a_name_or_that_never_run_their_body_are_refused(app):
+    import functools
+
+    def two(message, extra):  # pragma: no cover
+        pass
+
+    with pytest.raises(ConfigError, match="has no __name__.*pass name="):
+        app.subscribe("jobs")(functools.partial(two, extra=1))
+    with pytest.raises(ConfigError, match="handler 5 is not callable"):
+        app.subscribe("jobs")(5)
+
+    async def stream(message):  # pragma: no cover
+        yield message
+
+    with pytest.raises(ConfigError, match="generator function"):
+        app.subscribe("jobs")(stream)
+    assert app.subscriptions == {}
+    app.subscribe("jobs", name="partial")(functools.partial(two, extra=1))
+    assert list(app.subscriptions) == ["partial"]
+
+
 def test_a_cron_function_must_take_at_most_one_argument(app):
     def two(a, b):  # pragma: no cover
         pass

@@ -94,6 +94,7 @@ def test_unhandled_exception_is_a_500_with_a_stored_error(web_run, db_url):
     ('"no_such_module:asgi"', "cannot import 'no_such_module'"),
     ("5", "must be an ASGI app"),
     ('"json:no_such_attribute"', "module 'json' has no 'no_such_attribute'"),
+    ("lambda: 1", "is not an ASGI app"),
 ])
 def test_a_bad_app_web_stops_pillbox_run_before_anything_starts(tmp_path, web, named):
     """A bad App.web once started a web tier that crash-looped forever."""

@@ -6,6 +6,7 @@ Resolved by the throwaway inspect child before anything starts, so a bad value s
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from pillbox.app import App
 from pillbox.errors import ConfigError
@@ -28,4 +29,22 @@ def resolve_web(app: App) -> object:
     if not callable(web):
         raise ConfigError(f"App.web must be an ASGI app (a callable) or a 'module:attribute' "
                           f"string, got {type(web).__name__} {web!r}")
+    _check_asgi_signature(web)
     return web
+
+
+def _check_asgi_signature(web: object) -> None:
+    """An ASGI 3 app is called with (scope, receive, send); an ASGI 2 one (a class) with
+    (scope). Refuse what can take neither, e.g. a view function."""
+    try:
+        signature = inspect.signature(web)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # some C callables: cannot tell
+        return
+    for args in ((1, 2, 3), (1,)):
+        try:
+            signature.bind(*args)
+            return
+        except TypeError:
+            continue
+    raise ConfigError(f"App.web {web!r} is not an ASGI app: it must take (scope, receive, "
+                      f"send), but its signature is {signature}")
