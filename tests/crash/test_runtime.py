@@ -266,3 +266,21 @@ def test_handler_durations_reach_the_database_while_workers_run(fixture_app, run
     assert slow >= 3
     assert sum(seconds for _, seconds in buckets.values()) >= 0.9
     assert running.stop() == 0
+
+
+def test_a_deleted_sqlite_file_is_reported_loudly(run_app, tmp_path):
+    """Deleting the database file under a running app split the data silently: the
+    processes kept the unlinked file and publishers created a new one."""
+    db_url = f"sqlite:///{tmp_path}/doomed.db"
+    running = run_app(db_url, "--workers", "1")
+    eventually(lambda: "supervisor.started" in running.output(), timeout_s=30)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"doomed.db{suffix}").unlink(missing_ok=True)
+
+    def reported() -> bool:
+        assert "database.lost" in running.output()
+        return True
+
+    eventually(reported, timeout_s=30, interval_s=0.2)
+    assert "was deleted or replaced while in use" in running.output()
+    running.kill()

@@ -62,7 +62,7 @@ def test_handlers_without_a_name_or_that_never_run_their_body_are_refused(app):
     def two(message, extra):  # pragma: no cover
         pass
 
-    with pytest.raises(ConfigError, match="has no __name__.*pass name="):
+    with pytest.raises(ConfigError, match=r"has no __name__.*pass name="):
         app.subscribe("jobs")(functools.partial(two, extra=1))
     with pytest.raises(ConfigError, match="handler 5 is not callable"):
         app.subscribe("jobs")(5)

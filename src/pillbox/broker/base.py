@@ -139,6 +139,11 @@ class SQLBroker(ABC):
         finally:
             cur.close()
 
+    def file_problem(self) -> str | None:
+        """For an embedded database: what happened to its file if it is no longer the one
+        opened (deleted, replaced); None when all is well or for a server."""
+        return None
+
     def check_connection(self, conn: Any) -> None:
         """ConfigError unless `conn` is a connection of this engine to this very database
         (a message written anywhere else would never be seen)."""

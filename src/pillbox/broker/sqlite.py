@@ -39,15 +39,22 @@ class SQLiteBroker(SQLBroker):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
         parent = Path(path).expanduser().resolve().parent
         if not parent.is_dir():
             raise DatabaseError(f"SQLite database {path!r}: folder {str(parent)!r} does not exist")
+        if os.path.exists(path):
+            found = os.stat(path)
+            self._identity = (found.st_dev, found.st_ino)
 
     # -- connections ---------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open()
+            if self._identity is None:
+                found = os.stat(self.path)
+                self._identity = (found.st_dev, found.st_ino)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -124,6 +131,23 @@ class SQLiteBroker(SQLBroker):
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    def file_problem(self) -> str | None:
+        if self._identity is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return (f"SQLite database {self.path!r} was deleted or replaced while in use: the "
+                    "running processes keep the old, unlinked file, and a publisher would "
+                    "create a new one nobody reads; restore it or restart `pillbox run`")
+        except OSError as exc:
+            return f"SQLite database {self.path!r} cannot be checked: {exc}"
+        if (found.st_dev, found.st_ino) != self._identity:
+            return (f"SQLite database {self.path!r} was deleted or replaced while in use: the "
+                    "running processes keep the old file, and new connections open another; "
+                    "restore it or restart `pillbox run`")
+        return None
 
     def check_connection(self, conn: Any) -> None:
         if not isinstance(conn, sqlite3.Connection):

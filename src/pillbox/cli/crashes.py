@@ -112,8 +112,8 @@ def print_crash(record: CrashRecord, broker: SQLBroker) -> None:
     out.print(f"process:   {record.work_type} pid {record.pid}, {status}, peak RSS "
               f"{record.peak_rss_bytes / 2**20:.0f} MiB")
     out.print(f"summary:   {record.summary}", markup=False, soft_wrap=True)
-    out.print("in flight:")
-    for item in record.in_flight or [{"": "nothing"}]:
+    out.print("in flight:" if record.in_flight else "in flight: nothing")
+    for item in record.in_flight:
         out.print("  " + ", ".join(f"{k}={v}" for k, v in item.items()), markup=False)
         delivery_id = item.get("delivery_id")
         if delivery_id is not None and str(delivery_id).isdigit() and is_id(int(delivery_id)):

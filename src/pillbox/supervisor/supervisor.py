@@ -83,6 +83,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         self.unstored: collections.deque[tuple[CrashRecord, postmortem.Remains, str]] = \
             collections.deque(maxlen=UNSTORED_KEPT)
+        self._file_problem: str | None = None
         self.oom = OomWatch()
         self.oom.sample(time.time())
 
@@ -204,6 +205,13 @@ class Supervisor:
             if not self.stopping:
                 self._schedule_restart(child, now)
 
+    def _check_database_file(self) -> None:
+        assert self.broker is not None
+        problem = self.broker.file_problem()
+        if problem and problem != self._file_problem:
+            self.log.event("database.lost", problem, level="critical")
+        self._file_problem = problem
+
     def _settle_stopped(self, child: ChildProcess) -> None:
         """Whatever a stopped child still holds (work leased while it was told to stop,
         handlers cut off at the grace period, acks it had not written) is released or acked
@@ -324,6 +332,7 @@ class Supervisor:
         if now - self._last_rescue > RESCUE_EVERY_S:
             self._last_rescue = now
             self._store_unstored()
+            self._check_database_file()
             self._rescue(now)
 
     def _silent(self, child: ChildProcess, now: float) -> bool:
