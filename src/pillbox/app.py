@@ -14,7 +14,7 @@ from pillbox import defaults, payload
 from pillbox.broker import SQLBroker, open_broker
 from pillbox.cron import CRON_PREFIX, Cron, cron_subscription
 from pillbox.errors import ConfigError, UnknownSubscription, UnknownTopic
-from pillbox.policy import Handler, Subscription, check_name, parse_size
+from pillbox.policy import Handler, Subscription, callable_name, check_name, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,14 +86,7 @@ class App:
                               "function's name)")
 
         def register(handler: F) -> F:
-            if not callable(handler):
-                raise ConfigError(f"subscription on {topic!r}: handler {handler!r} is not "
-                                  "callable")
-            function_name = getattr(handler, "__name__", None)
-            if name is None and not isinstance(function_name, str):
-                raise ConfigError(f"subscription on {topic!r}: {handler!r} has no __name__ to "
-                                  "name the subscription after; pass name=...")
-            sub_name = name or str(function_name).replace("_", "-")
+            sub_name = callable_name("subscription", handler, name, f"on {topic!r}")
             if sub_name.startswith(CRON_PREFIX):
                 raise ConfigError(f"subscription name {sub_name!r}: names starting with "
                                   f"{CRON_PREFIX!r} are reserved for crons")
@@ -130,7 +123,8 @@ class App:
         seconds first), once per tick however many processes run."""
 
         def register(func: F) -> F:
-            cron = Cron(name=name or func.__name__.replace("_", "-"), schedule=schedule, tz=tz,
+            cron = Cron(name=callable_name("cron", func, name, f"{schedule!r}"),
+                        schedule=schedule, tz=tz,
                         catch_up=catch_up, overlap=overlap, func=func)
             cron.validate()
             if cron.name in self.crons:

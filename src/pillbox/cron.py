@@ -31,7 +31,7 @@ from croniter import CroniterError, croniter
 
 from pillbox.errors import CronError
 from pillbox.messages import Message
-from pillbox.policy import Subscription, check_name
+from pillbox.policy import Subscription, check_name, check_not_generator
 
 CATCH_UP = ("latest", "all", "none")
 CRON_PREFIX = "cron."
@@ -66,6 +66,7 @@ class Cron:
         check_name("cron", self.name)
         where = f"cron {self.name!r}"
         _check_signature(self.func, where)
+        check_not_generator(where, self.func)
         if not isinstance(self.schedule, str) or len(self.schedule.split()) not in (5, 6):
             raise CronError(f"{where}: schedule {self.schedule!r} must have 5 fields "
                             "(minute hour day month weekday) or 6 with seconds first")

@@ -62,15 +62,32 @@ class Subscription:
         if not callable(self.handler):
             raise ConfigError(f"{where}: handler {self.handler!r} is not callable")
         _check_takes_one_message(where, self.handler)
-        if inspect.isasyncgenfunction(self.handler) or inspect.isgeneratorfunction(self.handler):
-            raise ConfigError(f"{where}: the handler is a generator function (it has `yield`): "
-                              "calling it would run none of its body")
+        check_not_generator(where, self.handler)
         if self.memory_limit_bytes is not None and \
                 self.memory_limit_bytes < defaults.MIN_MEMORY_LIMIT_BYTES:
             raise ConfigError(
                 f"{where}: memory_limit {self.memory_limit_bytes} bytes is below "
                 f"{defaults.MIN_MEMORY_LIMIT_BYTES // 2**20} MiB, less than a Python process "
                 "needs: every handler would be killed")
+
+
+def callable_name(kind: str, func: Any, name: str | None, where: str) -> str:
+    """The name of a subscription or cron: `name`, else the function's, dashed."""
+    if not callable(func):
+        raise ConfigError(f"{kind} {where}: {func!r} is not callable")
+    if name is not None:
+        return name
+    function_name = getattr(func, "__name__", None)
+    if not isinstance(function_name, str):
+        raise ConfigError(f"{kind} {where}: {func!r} has no __name__ to name the {kind} after; "
+                          "pass name=...")
+    return function_name.replace("_", "-")
+
+
+def check_not_generator(where: str, func: Any) -> None:
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise ConfigError(f"{where}: the function is a generator function (it has `yield`): "
+                          "calling it would run none of its body")
 
 
 def _check_takes_one_message(where: str, handler: Callable[..., Any]) -> None:

@@ -88,6 +88,8 @@ def test_poison_is_quarantined_and_innocents_are_not_charged(
     assert record is not None
     assert any(item.get("message_id") == poison_id for item in record.in_flight)
     if frame is not None:
+        # the summary and the in-flight list name the crashing thread's delivery first
+        assert record.in_flight[0]["message_id"] == poison_id, record.in_flight
         first_thread = record.traceback.split("\n\n")[0]
         assert "crashapp.py" in first_thread and frame in first_thread, record.traceback
     assert running.stop() == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import time
 
 import psutil
 import pytest
@@ -284,3 +286,30 @@ def test_a_deleted_sqlite_file_is_reported_loudly(run_app, tmp_path):
     eventually(reported, timeout_s=30, interval_s=0.2)
     assert "was deleted or replaced while in use" in running.output()
     running.kill()
+
+
+def test_leases_a_dead_worker_gains_after_its_post_mortem_are_swept(fixture_app, run_app,
+                                                                     db_url):
+    """On PostgreSQL a pull a worker sent just before it died can commit after the
+    post-mortem read what it held; those leases waited 30 s for expiry. Simulated here by
+    leasing for the dead worker's owner name right after its crash record is stored."""
+    running = run_app(db_url, "--workers", "1")
+    worker = eventually(lambda: [p for p, r in running.roles().items() if r == "worker"],
+                        timeout_s=30)[0]
+    os.kill(worker, signal.SIGKILL)
+    eventually(lambda: running.broker.crashes(), timeout_s=30)
+    # delayed an hour, so that no living worker takes it; leased "an hour from now" for the
+    # dead owner, so that its lease would not expire for an hour either
+    late = fixture_app.publish("jobs", {"mode": "ok"}, delay=3600)
+    owner = f"{socket.gethostname()}:{worker}"
+    (lease,) = running.broker.pull("jobs", owner, 1, 30.0, time.time() + 3601)
+    assert lease.message.id == late
+
+    def done():
+        (delivery,) = running.broker.deliveries(message_id=late)
+        assert delivery.state == "acked", delivery.state
+        return True
+
+    eventually(done, timeout_s=20)  # the lease would not expire for an hour
+    assert "leases.swept" in running.output()
+    assert running.stop() == 0

@@ -64,7 +64,7 @@ def test_handlers_without_a_name_or_that_never_run_their_body_are_refused(app):
 
     with pytest.raises(ConfigError, match=r"has no __name__.*pass name="):
         app.subscribe("jobs")(functools.partial(two, extra=1))
-    with pytest.raises(ConfigError, match="handler 5 is not callable"):
+    with pytest.raises(ConfigError, match="5 is not callable"):
         app.subscribe("jobs")(5)
 
     async def stream(message):  # pragma: no cover
@@ -75,6 +75,12 @@ def test_handlers_without_a_name_or_that_never_run_their_body_are_refused(app):
     assert app.subscriptions == {}
     app.subscribe("jobs", name="partial")(functools.partial(two, extra=1))
     assert list(app.subscriptions) == ["partial"]
+    # crons too
+    with pytest.raises(ConfigError, match="has no __name__"):
+        app.cron("* * * * *")(functools.partial(two, None, None))
+    with pytest.raises(ConfigError, match="generator function"):
+        app.cron("* * * * *", name="stream")(stream)
+    assert app.crons == {}
 
 
 def test_a_cron_function_must_take_at_most_one_argument(app):
@@ -107,3 +113,14 @@ def test_long_lists_of_declared_names_say_they_were_cut(app):
         app.topic(f"topic-{n:02d}")
     with pytest.raises(UnknownTopic, match=r"\.\.\. and 2 more\)$"):
         app.publish("nope", {})
+
+
+def test_an_in_memory_sqlite_database_still_opens():
+    """Remembering the database file's identity once made ':memory:' a FileNotFoundError."""
+    app = App("memory", database="sqlite:///:memory:")
+    app.subscribe("jobs", name="jobs")(handler)
+    try:
+        assert app.publish("jobs", {"n": 1})
+        assert app.broker.file_problem() is None
+    finally:
+        app.close()

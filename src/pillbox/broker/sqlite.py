@@ -52,7 +52,7 @@ class SQLiteBroker(SQLBroker):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open()
-            if self._identity is None:
+            if self._identity is None and os.path.exists(self.path):
                 found = os.stat(self.path)
                 self._identity = (found.st_dev, found.st_ino)
             self._local.conn = conn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,12 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
     focus = _focus_thread(child)
     traceback = read_fault(child.run_dir, child.pid, focus)
     top = faultlog.top_frame(traceback, LIBRARY_PATHS)
+    crashed_in = _first_thread(traceback)
+    started = sorted(child.started.values(),  # the delivery of the thread that crashed first
+                     key=lambda s: _thread_number(s.thread) != crashed_in)
     in_flight: list[dict[str, Any]] = [
         {"delivery_id": s.delivery_id, "subscription": s.subscription, "message_id": s.message_id,
-         "running_s": round(now - s.started_at, 3)} for s in child.started.values()
+         "running_s": round(now - s.started_at, 3)} for s in started
     ] + [{"request": f"{r['method']} {r['path']}", "running_s": round(now - r["started_at"], 3)}
          for r in child.requests.values()]
     what = _what(in_flight)
@@ -46,6 +50,22 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
                        in_flight=in_flight, traceback=traceback,
                        peak_rss_bytes=max(child.peak_rss, rusage_peak),
                        log_tail="\n".join(child.log_tail), summary=summary)
+
+
+_THREAD_LINE = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-fA-F]+)", re.MULTILINE)
+
+
+def _first_thread(traceback: str) -> int | None:
+    """The thread whose stack the arranged traceback shows first (the crashing one)."""
+    found = _THREAD_LINE.search(traceback)
+    return int(found.group(1), 16) if found else None
+
+
+def _thread_number(thread: str | None) -> int | None:
+    try:
+        return int(thread, 16) if thread else None
+    except ValueError:
+        return None
 
 
 def _focus_thread(child: ChildProcess) -> str | None:

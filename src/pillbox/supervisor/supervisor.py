@@ -43,6 +43,8 @@ BOOT_TIMEOUT_S = 120.0
 RESCUE_EVERY_S = 5.0
 #: Crash records the database refused, kept in memory for another try.
 UNSTORED_KEPT = 1000
+#: After a child's death, its leases are looked at again this much later (seconds).
+LATE_SWEEPS_S = (1.0, 5.0)
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Supervisor:
         self.unstored: collections.deque[tuple[CrashRecord, postmortem.Remains, str]] = \
             collections.deque(maxlen=UNSTORED_KEPT)
         self._file_problem: str | None = None
+        #: (when, owner, finished) of dead children whose leases are looked at again
+        self.sweeps: list[tuple[float, str, dict[int, str]]] = []
         self.oom = OomWatch()
         self.oom.sample(time.time())
 
@@ -120,6 +124,7 @@ class Supervisor:
             now = time.time()
             self._read(now)
             self._reap(now)
+            self._sweep_late_leases(now)
             if self.stopping:
                 if not any(c.alive for c in self.children):
                     break
@@ -131,6 +136,7 @@ class Supervisor:
                 self._restart_due(now)
             for child in self.children:
                 child.escalate(now)
+        self._sweep_late_leases(float("inf"))
         self._store_unstored()
         for record, _, _ in self.unstored:
             self.log.event("crash.lost", f"never stored: {record.summary}", level="critical")
@@ -192,6 +198,8 @@ class Supervisor:
             if reaped is None:
                 continue
             status, rusage_peak = reaped
+            for delay in LATE_SWEEPS_S:
+                self.sweeps.append((now + delay, child.owner, dict(child.finished)))
             self._drain(child, now)
             self._forget(child)
             child.signal_group(signal.SIGKILL)  # anything the child started dies with it
@@ -204,6 +212,26 @@ class Supervisor:
             child.close_pipes()
             if not self.stopping:
                 self._schedule_restart(child, now)
+
+    def _sweep_late_leases(self, now: float) -> None:
+        """A statement a child sent just before it died can still commit after its
+        post-mortem read what it held (on PostgreSQL the server finishes an autocommit pull
+        whose client is gone). A dead owner can hold nothing: release what such a statement
+        leased, or ack what the child had finished, instead of waiting for lease expiry."""
+        due = [sweep for sweep in self.sweeps if sweep[0] <= now]
+        if not due:
+            return
+        self.sweeps = [sweep for sweep in self.sweeps if sweep[0] > now]
+        assert self.broker is not None
+        for _, owner, finished in due:
+            try:
+                held = self.broker.leases_of(owner)
+                if held:
+                    self.broker.settle(attribute([], held, None, finished), now)
+                    self.log.event("leases.swept", f"released {len(held)} delivery(ies) leased "
+                                   f"by {owner} after it died", owner=owner, count=len(held))
+            except Exception as exc:  # they return at lease expiry anyway
+                self.log.event("leases.unswept", f"{owner}: {exc}", level="warning")
 
     def _check_database_file(self) -> None:
         assert self.broker is not None

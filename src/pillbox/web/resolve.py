@@ -34,13 +34,14 @@ def resolve_web(app: App) -> object:
 
 
 def _check_asgi_signature(web: object) -> None:
-    """An ASGI 3 app is called with (scope, receive, send); an ASGI 2 one (a class) with
-    (scope). Refuse what can take neither, e.g. a view function."""
+    """An ASGI 3 app is called with (scope, receive, send); an ASGI 2 app is a class
+    instantiated with (scope). Refuse anything else, e.g. a view function."""
     try:
         signature = inspect.signature(web)  # type: ignore[arg-type]
     except (TypeError, ValueError):  # some C callables: cannot tell
         return
-    for args in ((1, 2, 3), (1,)):
+    shapes = ((1, 2, 3), (1,)) if inspect.isclass(web) else ((1, 2, 3),)
+    for args in shapes:
         try:
             signature.bind(*args)
             return

@@ -5,11 +5,13 @@ kept."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pillbox import retry
 from pillbox.broker import SQLBroker
@@ -91,11 +93,16 @@ class Executor:
 
     @staticmethod
     def _call(sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
+        assert loop is not None
         if sub.is_async:
-            assert loop is not None
             loop.run_until_complete(sub.handler(lease.message))
-        else:
-            sub.handler(lease.message)
+            return
+        result = sub.handler(lease.message)
+        if inspect.isawaitable(result):  # an async handler behind a sync-looking wrapper or
+            loop.run_until_complete(_awaited(result))  # an object with `async def __call__`
+        elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+            raise TypeError("the handler returned a generator, so its body never ran: make it "
+                            "a plain function (no `yield`)")
 
     def _failed(self, sub: Subscription, lease: Lease, text: str, exc: BaseException) -> None:
         message = lease.message
@@ -111,3 +118,7 @@ class Executor:
         log.warning("delivery %s of %s failed (attempt %s/%s, %s): %s: %s", message.delivery_id,
                     sub.name, message.attempt, sub.max_attempts, fate, type(exc).__name__,
                     str(exc)[:200])
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
