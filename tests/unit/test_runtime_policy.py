@@ -133,3 +133,23 @@ def test_child_output_is_rate_limited_with_a_count_of_what_was_suppressed():
     assert forwarded == ["line 0", "line 1", "line 2", "line 3", "line 4", "later"]
     (suppressed,) = [line for line in lines if line.get("event") == "log.suppressed"]
     assert suppressed["suppressed"] == 15
+
+
+def test_a_crash_record_names_the_crashing_threads_delivery_first(tmp_path):
+    """It named whichever delivery started first, not the one whose thread crashed."""
+    from pillbox.forensics import blackbox
+    from pillbox.supervisor.attribution import Started
+    from pillbox.supervisor.child import ChildProcess, ChildSpec
+    from pillbox.supervisor.postmortem import build_record
+
+    child = ChildProcess(ChildSpec("worker.1", "worker"), "app:app", str(tmp_path))
+    child.pid = 4242
+    for delivery_id, thread in ((7, "0xaa"), (8, "0xbb")):  # 0xbb is the crashing thread
+        child.started[delivery_id] = Started(
+            delivery_id=delivery_id, token="t", subscription="jobs", message_id=f"m{delivery_id}",
+            thread=thread, started_at=100.0 + delivery_id, timeout_s=30.0,
+            memory_limit_bytes=None)
+    blackbox.fault_path(str(tmp_path), 4242).write_text(DUMP)
+    record = build_record(child, signal.SIGSEGV, 0, 120.0, oom_struck=False)
+    assert [item["delivery_id"] for item in record.in_flight] == [8, 7]
+    assert "while handling jobs delivery 8 (+1 more)" in record.summary
