@@ -43,18 +43,14 @@ class SQLiteBroker(SQLBroker):
         parent = Path(path).expanduser().resolve().parent
         if not parent.is_dir():
             raise DatabaseError(f"SQLite database {path!r}: folder {str(parent)!r} does not exist")
-        if os.path.exists(path):
-            found = os.stat(path)
-            self._identity = (found.st_dev, found.st_ino)
+        self._remember_file()
 
     # -- connections ---------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open()
-            if self._identity is None and os.path.exists(self.path):
-                found = os.stat(self.path)
-                self._identity = (found.st_dev, found.st_ino)
+            self._remember_file()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -131,6 +127,12 @@ class SQLiteBroker(SQLBroker):
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    def _remember_file(self) -> None:
+        """The file's identity the first time it exists, for `file_problem`."""
+        if self._identity is None and os.path.exists(self.path):
+            found = os.stat(self.path)
+            self._identity = (found.st_dev, found.st_ino)
 
     def file_problem(self) -> str | None:
         if self._identity is None:

@@ -43,8 +43,8 @@ BOOT_TIMEOUT_S = 120.0
 RESCUE_EVERY_S = 5.0
 #: Crash records the database refused, kept in memory for another try.
 UNSTORED_KEPT = 1000
-#: After a child's death, its leases are looked at again this much later (seconds).
-LATE_SWEEPS_S = (1.0, 5.0)
+#: After a child's death, what it still holds is released this much later (seconds).
+SWEEPS_S = (0.0, 1.0, 5.0)
 
 
 @dataclass
@@ -198,26 +198,27 @@ class Supervisor:
             if reaped is None:
                 continue
             status, rusage_peak = reaped
-            for delay in LATE_SWEEPS_S:
-                self.sweeps.append((now + delay, child.owner, dict(child.finished)))
             self._drain(child, now)
             self._forget(child)
             child.signal_group(signal.SIGKILL)  # anything the child started dies with it
             if self.stopping and child.killed_for is None and _stopped_by_us(status):
-                self._settle_stopped(child)
                 self.log.event("child.stopped", f"{child.spec.name} pid {child.pid} stopped",
                                child=child.spec.name)
             else:  # a crash, even while stopping (a poison message in the lane...)
                 self._postmortem(child, status, rusage_peak, now)
+            for delay in SWEEPS_S:  # after the drain: `finished` has its last done events
+                self.sweeps.append((now + delay, child.owner, dict(child.finished)))
             child.close_pipes()
             if not self.stopping:
                 self._schedule_restart(child, now)
 
     def _sweep_late_leases(self, now: float) -> None:
-        """A statement a child sent just before it died can still commit after its
-        post-mortem read what it held (on PostgreSQL the server finishes an autocommit pull
-        whose client is gone). A dead owner can hold nothing: release what such a statement
-        leased, or ack what the child had finished, instead of waiting for lease expiry."""
+        """A dead owner can hold nothing: release what it still holds, or ack what it had
+        finished, instead of waiting for lease expiry. At once for a child that stopped (work
+        it leased while told to stop, a handler cut off at the deadline, acks not written);
+        and again later for every death, because a statement a child sent just before it
+        died can commit after its post-mortem read what it held (PostgreSQL finishes an
+        autocommit pull whose client is gone)."""
         due = [sweep for sweep in self.sweeps if sweep[0] <= now]
         if not due:
             return
@@ -228,8 +229,9 @@ class Supervisor:
                 held = self.broker.leases_of(owner)
                 if held:
                     self.broker.settle(attribute([], held, None, finished), now)
-                    self.log.event("leases.swept", f"released {len(held)} delivery(ies) leased "
-                                   f"by {owner} after it died", owner=owner, count=len(held))
+                    self.log.event("leases.swept", f"released {len(held)} delivery(ies) still "
+                                   f"held by {owner} after it ended", owner=owner,
+                                   count=len(held))
             except Exception as exc:  # they return at lease expiry anyway
                 self.log.event("leases.unswept", f"{owner}: {exc}", level="warning")
 
@@ -239,20 +241,6 @@ class Supervisor:
         if problem and problem != self._file_problem:
             self.log.event("database.lost", problem, level="critical")
         self._file_problem = problem
-
-    def _settle_stopped(self, child: ChildProcess) -> None:
-        """Whatever a stopped child still holds (work leased while it was told to stop,
-        handlers cut off at the grace period, acks it had not written) is released or acked
-        now rather than left leased until its deadline."""
-        assert self.broker is not None
-        try:
-            held = self.broker.leases_of(child.owner)
-            if held:
-                self.broker.settle(attribute([], held, None, child.finished), time.time())
-        except Exception as exc:  # their leases expire and are redelivered anyway
-            self.log.event("child.unsettled", f"{child.spec.name} pid {child.pid}: could not "
-                           f"release what it held ({exc}); it returns at lease expiry",
-                           level="warning")
 
     def _forget(self, child: ChildProcess) -> None:
         for fd in (child.events_fd, child.output_fd):
