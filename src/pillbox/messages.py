@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_ID = 2**63 - 1
+"""The largest delivery or crash id either engine can store (a signed 64-bit integer)."""
+
+
+def is_id(value: int) -> bool:
+    """Whether `value` can be a delivery or crash id at all (1 to 2**63-1): anything else is
+    unknown, and is never handed to a database that would overflow on it."""
+    return 0 < value <= MAX_ID
+
 
 @dataclass(frozen=True, kw_only=True)
 class Message:

@@ -21,16 +21,15 @@ from pillbox.broker import SQLBroker, open_broker, sqlite_path
 from pillbox.errors import PillboxError
 from pillbox.humanize import age, when
 from pillbox.loader import load_app
+from pillbox.messages import is_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EX_ATTENTION = 3
 #: Delivery and crash ids are 64-bit signed integers on both engines; a larger number (which
 #: SQLite cannot even bind) names nothing.
-MAX_ID = 2**63 - 1
 __all__ = [
     "EX_ATTENTION",
-    "MAX_ID",
     "age",
     "ago",
     "console",
@@ -95,11 +94,6 @@ def _on_command_line(param: str) -> bool:
             return True
         ctx = ctx.parent
     return False
-
-
-def is_id(value: int) -> bool:
-    """Whether `value` can be a delivery or crash id at all (1 to 2**63-1)."""
-    return 0 < value <= MAX_ID
 
 
 def console() -> Console:

@@ -36,6 +36,7 @@ from pillbox.dashboard import data
 from pillbox.dashboard.auth import Auth, Session, clear_cookie_header, cookie_header
 from pillbox.errors import DatabaseError, PillboxError, UnknownName
 from pillbox.humanize import age, when
+from pillbox.messages import is_id
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -399,7 +400,7 @@ class Dashboard:
 
         async def work(fields: dict[str, Any], is_form: bool) -> tuple[dict[str, Any],
                                                                         dict[str, Any]]:
-            if not data.is_id(delivery_id):
+            if not is_id(delivery_id):
                 raise _HTTPError(404, f"no delivery #{delivery_id}")
             if verb == "replay":
                 ok = await self._read(lambda b: b.replay(delivery_id, self.clock()))
@@ -485,7 +486,7 @@ def _parse_ids(value: Any) -> list[str] | None:
     for item in value:
         if isinstance(item, str) and item.strip():
             ids.append(item.strip())
-        elif isinstance(item, int) and not isinstance(item, bool) and data.is_id(item):
+        elif isinstance(item, int) and not isinstance(item, bool) and is_id(item):
             ids.append(str(item))
         else:
             raise _HTTPError(400, "ids must hold message ids (non-empty strings) or delivery "

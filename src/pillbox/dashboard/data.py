@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pillbox.broker import SQLBroker
-from pillbox.messages import CrashRecord, Delivery, SubscriptionStats
+from pillbox.messages import CrashRecord, Delivery, SubscriptionStats, is_id
 
 TIMELINE_HOURS = 24
 TIMELINE_CRASH_LIMIT = 20_000
@@ -22,18 +22,8 @@ CAUSE_COLOURS = {
 }
 OTHER_COLOUR = "#95a5a6"
 
-#: Delivery and crash ids are 64-bit signed integers on both engines; a larger number (which
-#: SQLite cannot even bind) names nothing.
-MAX_ID = 2**63 - 1
-
-
 class NotFound(LookupError):
     """The thing asked for does not exist (the API answers 404)."""
-
-
-def is_id(value: int) -> bool:
-    """Whether `value` can be a delivery or crash id at all (1 to 2**63-1)."""
-    return 0 < value <= MAX_ID
 
 
 def stats_json(stats: SubscriptionStats) -> dict[str, Any]:
