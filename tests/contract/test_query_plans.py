@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable
 
 import psycopg
+import pytest
 
 from pillbox.broker import SQLBroker
 
@@ -26,19 +27,14 @@ def plan(broker: SQLBroker, db_url: str, query: str) -> str:
     return "\n".join(str(row[0]) for row in rows)
 
 
-def test_the_lanes_look_for_a_suspect_seeks_the_suspect_index(
-    db_url: str, open_brokers: Callable[..., SQLBroker]
+@pytest.mark.parametrize(("query", "index"), [
+    ("has_suspect", "pillbox_deliveries_suspects"),  # the isolation lane's look
+    ("has_ready", "pillbox_deliveries_ready"),       # a worker's look, by subscription
+])
+def test_the_looks_on_every_wake_up_seek_an_index(
+    db_url: str, open_brokers: Callable[..., SQLBroker], query: str, index: str
 ) -> None:
     broker = open_brokers(db_url)
-    text = plan(broker, db_url, "has_suspect")
-    assert "pillbox_deliveries_suspects" in text, text
-    assert "SCAN pillbox_deliveries" not in text, text
-
-
-def test_a_workers_look_for_ready_work_seeks_by_subscription(
-    db_url: str, open_brokers: Callable[..., SQLBroker]
-) -> None:
-    broker = open_brokers(db_url)
-    text = plan(broker, db_url, "has_ready")
-    assert "pillbox_deliveries_ready" in text, text
+    text = plan(broker, db_url, query)
+    assert index in text, text
     assert "SCAN pillbox_deliveries" not in text, text
