@@ -180,6 +180,9 @@ def test_work_leased_ahead_of_a_slow_handler_is_given_back_to_other_workers(
     finished = [row[0] for row in running.handler_runs() if row[2] == "ok"]
     assert set(finished) == {*before, slow, *after}
     # the slow handler's worker gave back what it had leased ahead; the other worker ran it
-    assert "gave back" in running.output()
+    # once: a worker that leased ahead again right after giving back held the leases from
+    # the other worker in a lease/give-back churn (50 give-backs on PostgreSQL) until the
+    # slow handler ended, and on a loaded CI machine 32 deliveries waited behind it
+    assert running.output().count("gave back") == 1
     assert finished.index(slow) == len(finished) - 1, "a delivery waited behind the slow one"
     assert running.stop() == 0

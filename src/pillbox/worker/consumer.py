@@ -86,10 +86,17 @@ class Fetcher:
 
     # -- how much to lease ---------------------------------------------------------------
     def lease_ahead(self) -> int:
-        """Deliveries to hold beyond the slots: what recent handlers finish in the window."""
+        """Deliveries to hold beyond the slots: what recent handlers finish in the window
+        (called with `cond` held). A handler still running counts with its time so far:
+        otherwise a worker whose slots are stuck on a slow handler would lease ahead again
+        right after giving its stranded leases back, and hold them from other workers in a
+        lease/give-back churn until the slow handler ends."""
         if self.lane or self.handler_s is None:
             return 0
-        per_window = defaults.PREFETCH_WINDOW_S * self.slots / max(self.handler_s, 1e-6)
+        handler_s = self.handler_s
+        if self.running:
+            handler_s = max(handler_s, time.monotonic() - min(self.running.values()))
+        per_window = defaults.PREFETCH_WINDOW_S * self.slots / max(handler_s, 1e-6)
         return min(defaults.PREFETCH_MAX, int(per_window))
 
     def _want(self) -> int:
