@@ -392,6 +392,25 @@ def test_suspects_lose_no_attempt_run_alone_and_released_deliveries_simply_go_ba
     assert broker.events(kind="crashed") == []  # nobody was charged
 
 
+def test_the_lane_runs_suspects_that_never_crashed_it_before_repeat_offenders(
+        broker: SQLBroker) -> None:
+    """A poison message crashes the isolation lane max_crashes times; innocents made
+    suspects by a later worker crash go first instead of waiting behind each restart."""
+    for i in range(3):
+        publish(broker, payload={"i": i}, now=T0 + i)
+    poison, a, b = pull(broker, limit=3, now=T0 + 5)
+    broker.record_crash(crash_record(T0 + 6), [(poison.delivery_id, poison.token, "suspect")])
+    [isolated] = broker.pull_suspect(["audit-log"], "lane", LEASE_S, T0 + 7)
+    broker.record_crash(crash_record(T0 + 8), [(isolated.delivery_id, isolated.token,
+                                                "culprit")])
+    broker.record_crash(crash_record(T0 + 9), [(a.delivery_id, a.token, "suspect"),
+                                               (b.delivery_id, b.token, "suspect")])
+
+    order = [broker.pull_suspect(["audit-log"], "lane", LEASE_S, T0 + 10 + i)[0].delivery_id
+             for i in range(3)]
+    assert order == [a.delivery_id, b.delivery_id, poison.delivery_id]
+
+
 # -- operator actions ------------------------------------------------------------------------
 def test_a_paused_subscription_stores_publishes_but_hands_nothing_out(
         broker: SQLBroker) -> None:

@@ -107,10 +107,12 @@ class BrokerMachine(RuleBasedStateMachine):
         return m is not None and m.state == "leased" and m.token == lease.token
 
     def ready(self, subs: tuple[str, ...], suspect: bool) -> list[int]:
-        found = [(m.available_at, did) for did, m in self.model.items()
+        # suspects: those with the fewest crashes first (innocents before repeat offenders)
+        found = [(m.crashes if suspect else 0, m.available_at, did)
+                 for did, m in self.model.items()
                  if m.sub in subs and m.sub not in self.paused and m.state == "available"
                  and m.suspect == suspect and m.available_at <= self.now]
-        return [did for _, did in sorted(found)]
+        return [did for _, _, did in sorted(found)]
 
     def pick(self, index: int, states: tuple[str, ...] | None = None) -> int | None:
         ids = sorted(did for did, m in self.model.items() if states is None or m.state in states)

@@ -89,7 +89,7 @@ WITH picked AS (
     SELECT d.id FROM pillbox_deliveries d JOIN pillbox_subscriptions s ON s.name = d.subscription
     WHERE d.state = 'available' AND d.suspect AND d.available_at <= %(now)s AND NOT s.paused
       AND d.subscription = ANY(%(subscriptions)s::text[])
-    ORDER BY d.available_at, d.id LIMIT 1
+    ORDER BY d.crashes, d.available_at, d.id LIMIT 1
     FOR UPDATE OF d SKIP LOCKED)
 UPDATE pillbox_deliveries d
 SET state = 'leased', attempt = d.attempt + 1, lease_owner = %(owner)s, lease_token = %(token)s,

@@ -45,7 +45,7 @@ WHERE id IN (
     SELECT d.id FROM pillbox_deliveries d JOIN pillbox_subscriptions s ON s.name = d.subscription
     WHERE d.state = 'available' AND d.suspect = 1 AND d.available_at <= :now AND s.paused = 0
       AND d.subscription IN (SELECT value FROM json_each(:subscriptions))
-    ORDER BY d.available_at, d.id LIMIT 1)
+    ORDER BY d.crashes, d.available_at, d.id LIMIT 1)
 RETURNING id;
 
 -- name: leased_messages
