@@ -392,6 +392,37 @@ def test_suspects_lose_no_attempt_run_alone_and_released_deliveries_simply_go_ba
     assert broker.events(kind="crashed") == []  # nobody was charged
 
 
+def test_the_prime_suspect_is_charged_the_crash_but_only_a_crash_alone_quarantines(
+        broker: SQLBroker) -> None:
+    """The delivery whose thread crashed a shared process counts the crash (billing:
+    max_crashes=2) but is never made dead by it, and the lane runs it after the innocents."""
+    for i in range(2):
+        publish(broker, "orders", payload={"i": i}, now=T0 + i)
+    prime, other = pull(broker, "billing", limit=2, now=T0 + 5)
+    crash_id = broker.record_crash(crash_record(T0 + 6, "shared death"),
+                                   [(prime.delivery_id, prime.token, "prime"),
+                                    (other.delivery_id, other.token, "suspect")])
+
+    p = broker.delivery(prime.delivery_id)
+    o = broker.delivery(other.delivery_id)
+    assert p is not None and o is not None
+    assert (p.state, p.suspect, p.crashes, p.attempt) == ("available", True, 1, 0)
+    assert p.last_error == f"crash #{crash_id}: shared death"
+    assert p.crash_ids == o.crash_ids == [crash_id]
+    assert (o.state, o.suspect, o.crashes, o.attempt) == ("available", True, 0, 0)
+    assert [e["delivery_id"] for e in broker.events(kind="crashed")] == [prime.delivery_id]
+
+    first, second = (broker.pull_suspect(["billing"], "lane", LEASE_S, T0 + 7 + i)[0]
+                     for i in range(2))
+    assert [first.delivery_id, second.delivery_id] == [other.delivery_id, prime.delivery_id]
+    # charged again in a shared crash, it stays short of max_crashes: still a suspect
+    broker.record_crash(crash_record(T0 + 9), [(second.delivery_id, second.token, "prime")])
+    again = broker.delivery(prime.delivery_id)
+    assert again is not None
+    assert (again.state, again.crashes, again.dead_reason) == ("available", 1, None)
+    assert broker.events(kind="dead") == []
+
+
 def test_the_lane_runs_suspects_that_never_crashed_it_before_repeat_offenders(
         broker: SQLBroker) -> None:
     """A poison message crashes the isolation lane max_crashes times; innocents made

@@ -39,7 +39,7 @@ T0 = 1_000_000_000.0
 SUBS = ("a", "b")
 MAX_ATTEMPTS = 3
 MAX_CRASHES = 2
-ROLES = ("culprit", "suspect", "released")
+ROLES = ("culprit", "prime", "suspect", "released")
 OLD_HOLDER_ACTIONS = ("ack", "nack", "dead", "extend", "release", "crash")
 
 SETTINGS = settings(
@@ -306,6 +306,12 @@ class BrokerMachine(RuleBasedStateMachine):
                     m.dead_reason = "poison pill"
                 else:
                     m.unlease("available", self.now)
+            elif role == "prime":  # a suspect charged a crash, never up to quarantine
+                m.crashes += m.crashes + 1 < MAX_CRASHES
+                m.suspect = True
+                m.attempt -= 1
+                m.last_error = f"crash #{crash_id}: died"
+                m.unlease("available", self.now)
             else:
                 m.suspect = m.suspect or role == "suspect"
                 m.attempt -= 1

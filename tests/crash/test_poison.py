@@ -95,6 +95,36 @@ def test_poison_is_quarantined_and_innocents_are_not_charged(
     assert running.stop() == 0
 
 
+def test_the_delivery_whose_thread_segfaulted_a_shared_process_is_charged_and_runs_last(
+        fixture_app, run_app, db_url):
+    """Three slow messages share a worker with one that segfaults half a second in. The
+    crash dump names the segfaulting thread, so its delivery is charged that crash (it once
+    was a plain suspect and took max_crashes more crashes, in the lane) and the lane runs
+    the three innocents before it instead of after its restarts."""
+    poison = fixture_app.publish("jobs", {"mode": "late-segfault", "seconds": 0.5})
+    slow = [fixture_app.publish("jobs", {"mode": "slow", "seconds": 2}) for _ in range(3)]
+    running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="20")
+    settle(running, 4, timeout_s=90)
+
+    broker = running.broker
+    (d,) = broker.deliveries(message_id=poison)
+    dead = broker.delivery(d.id)
+    assert dead is not None and (dead.state, dead.dead_reason) == ("dead", "poison pill")
+    assert len(dead.crash_ids) == MAX_CRASHES  # the shared crash counted: 3, not 4
+    first = broker.crash(dead.crash_ids[0])
+    assert first is not None and len(first.in_flight) == 4, first.in_flight
+    assert first.in_flight[0]["message_id"] == poison
+    for message_id in slow:
+        (s,) = broker.deliveries(message_id=message_id)
+        assert (s.state, s.crashes) == ("acked", 0)
+    # after the shared crash: the innocents ran (and finished) before the poison ran again
+    runs = running.handler_runs()
+    second_start = [i for i, r in enumerate(runs) if r[0] == poison][1]
+    finished_at = {r[0]: i for i, r in enumerate(runs) if r[2] == "ok"}
+    assert all(finished_at[m] < second_start for m in slow), runs
+    assert running.stop() == 0
+
+
 def test_worker_killed_from_outside_is_a_crash_of_cause_killed(fixture_app, run_app, db_url):
     message_id = fixture_app.publish("jobs", {"mode": "slow", "seconds": 30})
     running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="60")

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from pillbox.broker.base import CULPRIT, RELEASED, SUSPECT
+from pillbox.broker.base import CULPRIT, PRIME, RELEASED, SUSPECT
 from pillbox.errors import PayloadNotJSON, PayloadTooLarge
 from pillbox.forensics.classify import ExitStatus, classify
 from pillbox.forensics.faultlog import arrange, top_frame
@@ -55,6 +55,21 @@ def test_attribution_alone_several_blamed_and_unstarted():
     assert attribute([started(1), started(2)], [], 2) == [
         (1, "t1", RELEASED), (2, "t2", CULPRIT)]
     assert attribute([], [(3, "t3")], None) == [(3, "t3", RELEASED)]
+
+
+def test_the_delivery_whose_thread_crashed_a_shared_process_is_the_prime_suspect():
+    a, b = (Started(delivery_id=i, token=f"t{i}", subscription="s", message_id=f"m{i}",
+                    thread=thread, started_at=0, timeout_s=1, memory_limit_bytes=None)
+            for i, thread in ((1, "0x7f00000000a1"), (2, "0x7f00000000b2")))
+    assert attribute([a, b], [], None, crashed_thread="0x7f00000000B2") == [
+        (1, "t1", SUSPECT), (2, "t2", PRIME)]
+    # a thread running no handler (the main thread of a dump the supervisor asked for)
+    assert attribute([a, b], [], None, crashed_thread="0x7f0000000001") == [
+        (1, "t1", SUSPECT), (2, "t2", SUSPECT)]
+    # alone, or singled out by the supervisor: as before
+    assert attribute([a], [], None, crashed_thread="0x7f00000000a1") == [(1, "t1", CULPRIT)]
+    assert attribute([a, b], [], 1, crashed_thread="0x7f00000000b2") == [
+        (1, "t1", CULPRIT), (2, "t2", RELEASED)]
 
 
 @pytest.mark.parametrize(

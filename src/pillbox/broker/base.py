@@ -30,6 +30,8 @@ Row = Sequence[Any]
 #: What a crash does to each delivery that was in flight (or held: FINISHED is a delivery
 #: whose handler had succeeded and whose ack was still pending; it is acked).
 CULPRIT, SUSPECT, RELEASED, FINISHED = "culprit", "suspect", "released", "finished"
+#: The suspect whose own thread crashed the process: charged a crash, never made dead by it.
+PRIME = "prime"
 
 
 class SQLBroker(ABC):
@@ -312,10 +314,11 @@ class SQLBroker(ABC):
     def record_crash(self, record: CrashRecord, roles: Sequence[tuple[int, str, str]]) -> int:
         """Store a crash record and apply it to in-flight deliveries.
 
-        `roles` holds (delivery_id, lease_token, role) with role culprit, suspect, released
-        or finished (its handler had succeeded: acked).
+        `roles` holds (delivery_id, lease_token, role) with role culprit, prime, suspect,
+        released or finished (its handler had succeeded: acked).
         A culprit's crash count goes up (dead as a poison pill at max_crashes); a suspect is
-        retried alone without losing an attempt; a released delivery simply goes back.
+        retried alone without losing an attempt; a prime suspect too, with a crash counted
+        (short of max_crashes); a released delivery simply goes back.
         """
         with self.transaction() as cur:
             cur.execute(self.q["insert_crash"], _crash_params(record))
@@ -336,7 +339,7 @@ class SQLBroker(ABC):
             if cur.rowcount:
                 cur.execute(self.q["link_crash"], params)
             return
-        cur.execute(self.q["charge_crash"], params)
+        cur.execute(self.q["charge_prime_suspect" if role == PRIME else "charge_crash"], params)
         row = cur.fetchone()
         if row is None:
             return

@@ -24,6 +24,14 @@ def split_threads(text: str) -> tuple[list[str], list[tuple[str, bool, list[str]
     return preamble, threads
 
 
+def current_thread(text: str) -> str | None:
+    """The thread faulthandler marks as current: the one that crashed, in a fatal dump."""
+    for tid, current, _lines in split_threads(text)[1]:
+        if current:
+            return tid
+    return None
+
+
 def last_dump(text: str) -> str:
     """Only the newest dump when several were appended (SIGUSR1 then a fatal signal)."""
     starts = [m.start() for m in re.finditer(r"^Fatal Python error", text, re.MULTILINE)]

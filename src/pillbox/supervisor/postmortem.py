@@ -15,7 +15,7 @@ from pillbox.broker import SQLBroker
 from pillbox.forensics import blackbox, faultlog
 from pillbox.forensics.classify import ExitStatus, classify
 from pillbox.messages import CrashRecord
-from pillbox.supervisor.attribution import Started, attribute
+from pillbox.supervisor.attribution import Started, attribute, thread_number
 from pillbox.supervisor.child import ChildProcess
 
 log = logging.getLogger("pillbox.supervisor")
@@ -34,7 +34,7 @@ def build_record(child: ChildProcess, status: int, rusage_peak: int, now: float,
     top = faultlog.top_frame(traceback, LIBRARY_PATHS)
     crashed_in = _first_thread(traceback)
     started = sorted(child.started.values(),  # the delivery of the thread that crashed first
-                     key=lambda s: _thread_number(s.thread) != crashed_in)
+                     key=lambda s: thread_number(s.thread) != crashed_in)
     in_flight: list[dict[str, Any]] = [
         {"delivery_id": s.delivery_id, "subscription": s.subscription, "message_id": s.message_id,
          "running_s": round(now - s.started_at, 3)} for s in started
@@ -59,13 +59,6 @@ def _first_thread(traceback: str) -> int | None:
     """The thread whose stack the arranged traceback shows first (the crashing one)."""
     found = _THREAD_LINE.search(traceback)
     return int(found.group(1), 16) if found else None
-
-
-def _thread_number(thread: str | None) -> int | None:
-    try:
-        return int(thread, 16) if thread else None
-    except ValueError:
-        return None
 
 
 def _focus_thread(child: ChildProcess) -> str | None:
@@ -121,5 +114,6 @@ class Remains:
 def store(broker: SQLBroker, remains: Remains, record: CrashRecord) -> int:
     """Save the record and charge, suspect, release or ack what the child held."""
     owner_leases = broker.leases_of(remains.owner)
-    roles = attribute(list(remains.started), owner_leases, remains.blamed, remains.finished)
+    roles = attribute(list(remains.started), owner_leases, remains.blamed, remains.finished,
+                      faultlog.current_thread(record.traceback))
     return broker.record_crash(record, roles)

@@ -130,6 +130,18 @@ SET crashes = crashes + 1, suspect = 1, last_error = :error, available_at = :now
 WHERE id = :id AND lease_token = :token AND state = 'leased'
 RETURNING state, subscription, message_id;
 
+-- name: charge_prime_suspect
+-- The delivery whose thread crashed a process it shared with others (faulthandler's
+-- "Current thread"): a suspect like the others, no attempt charged, but one crash counted,
+-- and never up to max_crashes: only a crash alone (in the isolation lane) quarantines.
+UPDATE pillbox_deliveries
+SET crashes = crashes + CASE WHEN crashes + 1 < (SELECT max_crashes FROM pillbox_subscriptions s
+                                                 WHERE s.name = subscription) THEN 1 ELSE 0 END,
+    suspect = 1, attempt = attempt - 1, last_error = :error, state = 'available',
+    available_at = :now, lease_owner = NULL, lease_token = NULL, lease_deadline = NULL
+WHERE id = :id AND lease_token = :token AND state = 'leased'
+RETURNING state, subscription, message_id;
+
 -- name: mark_suspect
 -- The delivery shared a process that died with others: no attempt charged, retried alone.
 UPDATE pillbox_deliveries
