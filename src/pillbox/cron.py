@@ -90,18 +90,25 @@ class Cron:
 
 def _check_signature(func: Callable[..., Any], where: str) -> None:
     """A cron function takes no argument, or one (the tick's message)."""
-    if not callable(func):
-        return
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return
-    required = [p for p in params if p.default is p.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-        names = ", ".join(p.name for p in required)
+    if callable(func) and _takes_message(func) is None:
         raise CronError(f"{where}: the function must take no argument or one (the tick's "
-                        f"message), but it requires ({names})")
+                        f"message), but its signature is {inspect.signature(func)}")
+
+
+def _takes_message(func: Callable[..., Any]) -> bool | None:
+    """True: call it with the tick's message; False: with nothing; None: it takes neither
+    (a keyword-only parameter is not given the message: `def f(*, m=None)` is called bare)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins and C callables: cannot tell
+        return False
+    for args in ((object(),), ()):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return bool(args)
+    return None
 
 
 def zone(name: str, where: str) -> ZoneInfo:
@@ -232,7 +239,7 @@ def cron_subscription(cron: Cron, *, timeout_s: float, max_attempts: int, max_cr
 
 def _runner(func: Callable[..., Any]) -> Callable[[Message], Any]:
     """Call the cron function with no argument, or with the tick's message if it takes one."""
-    takes_message = bool(inspect.signature(func).parameters)
+    takes_message = bool(_takes_message(func))
     if inspect.iscoroutinefunction(func):
 
         async def run_async(message: Message) -> Any:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from pillbox import App
+from pillbox.errors import ConfigError
 from pillbox.protocol import Reporter
 from pillbox.worker.executor import Executor, InFlight
 
@@ -38,6 +39,15 @@ class AsyncCall:
         ran.append("async-call")
 
 
+async def send_later(message):
+    await asyncio.sleep(0)
+    ran.append("sent")
+
+
+async def forgot_await(message):
+    return send_later(message)  # the `await` forgotten: the coroutine is returned
+
+
 class GeneratorCall:
     __name__ = "generator-call"
 
@@ -52,6 +62,16 @@ def app(tmp_path):
     app.subscribe("jobs", name="wrapped")(wrapped_async)
     app.subscribe("jobs", name="async-call")(AsyncCall())
     app.subscribe("jobs", name="generator-call", max_attempts=1)(GeneratorCall())
+    app.subscribe("jobs", name="forgot-await")(forgot_await)
+
+    @app.cron("0 3 * * *", name="keyword-only")
+    def keyword_only(*, message=None):
+        ran.append(f"keyword-only {message}")
+
+    @app.cron("0 4 * * *", name="cron-forgot-await")
+    async def cron_forgot_await():
+        return send_later(None)
+
     yield app
     app.close()
 
@@ -80,3 +100,27 @@ def test_awaitables_are_awaited_and_generators_fail(app):
     assert dead.subscription == "generator-call"
     assert "returned a generator" in (app.broker.delivery(dead.id).last_error or "")
     assert ran == ["wrapped", "async-call"]
+
+
+def test_a_coroutine_returned_by_an_async_handler_or_cron_is_awaited(app):
+    """`async def h(m): return send(m)` was acked with send's body never run."""
+    ran.clear()
+    app.publish("jobs", {"n": 1})
+    assert run_one(app, "forgot-await")
+    assert ran == ["sent"]
+    app.publish("cron.cron-forgot-await", {"tick": 1})
+    assert run_one(app, "cron.cron-forgot-await")
+    assert ran == ["sent", "sent"]
+
+
+def test_a_cron_with_a_keyword_only_parameter_is_called_without_the_message(app):
+    """It was accepted, then every tick failed: it was called with the message positionally."""
+    ran.clear()
+    app.publish("cron.keyword-only", {"tick": 1})
+    assert run_one(app, "cron.keyword-only")
+    assert ran == ["keyword-only None"]
+
+
+def test_a_cron_that_requires_a_keyword_argument_is_refused(app):
+    with pytest.raises(ConfigError, match=r"cron 'needs-kw'.*signature is \(\*, when\)"):
+        app.cron("0 5 * * *", name="needs-kw")(lambda *, when: None)

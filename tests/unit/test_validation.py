@@ -87,7 +87,7 @@ def test_a_cron_function_must_take_at_most_one_argument(app):
     def two(a, b):  # pragma: no cover
         pass
 
-    with pytest.raises(CronError, match=r"cron 'two'.*requires \(a, b\)"):
+    with pytest.raises(CronError, match=r"cron 'two'.*signature is \(a, b\)"):
         app.cron("* * * * *")(two)
     app.cron("* * * * *", name="takes-message")(lambda message: None)
     app.cron("* * * * *", name="takes-nothing")(lambda: None)

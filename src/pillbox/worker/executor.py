@@ -94,13 +94,18 @@ class Executor:
     @staticmethod
     def _call(sub: Subscription, lease: Lease, loop: asyncio.AbstractEventLoop | None) -> None:
         assert loop is not None
-        if sub.is_async:
-            loop.run_until_complete(sub.handler(lease.message))
-            return
         result = sub.handler(lease.message)
-        if inspect.isawaitable(result):  # an async handler behind a sync-looking wrapper or
-            loop.run_until_complete(_awaited(result))  # an object with `async def __call__`
-        elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+        # an awaitable is awaited: an async handler, one behind a sync-looking wrapper or an
+        # object with `async def __call__`, and what they return when it is awaitable too
+        # (`return send(m)` with the `await` forgotten would otherwise be acked unrun)
+        for _ in range(MAX_AWAIT_DEPTH):
+            if not inspect.isawaitable(result):
+                break
+            result = loop.run_until_complete(_awaited(result))
+        else:
+            raise TypeError(f"the handler's result was still awaitable after awaiting it "
+                            f"{MAX_AWAIT_DEPTH} times")
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
             raise TypeError("the handler returned a generator, so its body never ran: make it "
                             "a plain function (no `yield`)")
 
@@ -118,6 +123,10 @@ class Executor:
         log.warning("delivery %s of %s failed (attempt %s/%s, %s): %s: %s", message.delivery_id,
                     sub.name, message.attempt, sub.max_attempts, fate, type(exc).__name__,
                     str(exc)[:200])
+
+
+#: Awaitables returning awaitables are awaited this deep at most.
+MAX_AWAIT_DEPTH = 8
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
