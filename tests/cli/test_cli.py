@@ -168,6 +168,28 @@ def test_read_commands_never_create_a_missing_sqlite_database(tmp_path):
     assert target.exists()
 
 
+@pytest.mark.postgres
+def test_read_commands_never_create_pillbox_tables_in_a_postgres_database(pg_url):
+    """They once created all ten tables in whatever database they were pointed at, then
+    reported it healthy and empty."""
+    import psycopg
+
+    def tables() -> int:
+        with psycopg.connect(pg_url) as conn:
+            return conn.execute("SELECT count(*) FROM information_schema.tables "
+                                "WHERE table_schema = current_schema()").fetchone()[0]
+
+    for command in (["status"], ["crashes"], ["dead", "list"]):
+        done = pillbox(*command, db=pg_url)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert "no pillbox tables in PostgreSQL at 127.0.0.1:5432/" in done.stderr, command
+        assert "pillbox migrate" in done.stderr
+    assert tables() == 0
+    assert pillbox("migrate", db=pg_url).returncode == 0
+    assert tables() > 0
+    assert pillbox("status", db=pg_url).returncode == 0
+
+
 def test_a_port_out_of_range_is_a_usage_error(tmp_path):
     done = pillbox("run", "crashapp:app", "--bind", "127.0.0.1:99999",
                    db=f"sqlite:///{tmp_path}/x.db")

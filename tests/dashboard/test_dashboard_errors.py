@@ -109,13 +109,16 @@ def test_query_numbers_must_be_finite_and_plain_digits(client: TestClient) -> No
 
 
 # -- a database that cannot be reached ------------------------------------------------------------
-@pytest.fixture(params=["postgres-refused", "sqlite-not-a-database"])
+@pytest.fixture(params=["postgres-refused", "sqlite-not-a-database",
+                        pytest.param("postgres-no-tables", marks=pytest.mark.postgres)])
 def unreachable(request: pytest.FixtureRequest, tmp_path: Path,
                 open_brokers: Callable[..., SQLBroker]) -> tuple[SQLBroker, str]:
     """A broker whose database cannot be used, and what the error must name."""
     if request.param == "postgres-refused":  # nothing listens on port 1
         url = "postgresql://postgres:s3cret@127.0.0.1:1/nope"
         return open_brokers(url, migrate=False), "127.0.0.1:1/nope"
+    if request.param == "postgres-no-tables":  # e.g. reset under a running dashboard: was a 500
+        return open_brokers(request.getfixturevalue("pg_url"), migrate=False), "no pillbox tables"
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a SQLite database\n" * 200)
     return open_brokers(f"sqlite:///{path}", migrate=False), str(path)

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from pillbox.broker.base import SQLBroker
 from pillbox.errors import DatabaseError
 
-__all__ = ["SQLBroker", "open_broker", "sqlite_path"]
+__all__ = ["SQLBroker", "describe_url", "open_broker", "sqlite_path"]
 
 
 def open_broker(url: str, *, pool_size: int = 4, migrate: bool = True) -> SQLBroker:
@@ -26,6 +26,17 @@ def sqlite_path(url: str) -> str | None:
     if not url.startswith("sqlite:///"):
         return None
     return url[len("sqlite:///"):].split("?", 1)[0] or None
+
+
+def describe_url(url: str) -> str:
+    """Where a URL points, for messages: the SQLite file, or host:port/dbname (never a
+    password)."""
+    path = sqlite_path(url)
+    if path is not None:
+        return f"SQLite database {path!r}"
+    from pillbox.broker.postgres import describe
+
+    return f"PostgreSQL at {describe(url)}"
 
 
 def _backend(url: str, pool_size: int) -> SQLBroker:

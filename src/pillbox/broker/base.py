@@ -71,6 +71,12 @@ class SQLBroker(ABC):
     def migrate(self) -> None:  # noqa: B027 - optional hook
         """Create or upgrade the schema; safe to run from many processes at once."""
 
+    def has_schema(self) -> bool:
+        """Whether pillbox's tables exist in this database (without creating them)."""
+        with self.transaction() as cur:
+            cur.execute(self.q["has_schema"])
+            return bool(cur.fetchone()[0])
+
     def notify(self, cur: Any, topic: str) -> None:  # noqa: B027 - optional hook
         """Wake consumers of `topic` once the transaction commits (no-op where polling)."""
 

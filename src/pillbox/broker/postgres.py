@@ -69,6 +69,9 @@ class PostgresBroker(SQLBroker):
                 yield cur
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+        except psycopg.errors.UndefinedTable as exc:  # dropped, or never created, under us
+            raise DatabaseError(f"PostgreSQL at {self.where} has no pillbox tables "
+                                f"({_first_line(exc)}): run `pillbox migrate`") from None
 
     @contextmanager
     def single_statement(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -79,6 +82,9 @@ class PostgresBroker(SQLBroker):
                 yield cur
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
+        except psycopg.errors.UndefinedTable as exc:  # dropped, or never created, under us
+            raise DatabaseError(f"PostgreSQL at {self.where} has no pillbox tables "
+                                f"({_first_line(exc)}): run `pillbox migrate`") from None
 
     def check_connection(self, conn: Any) -> None:
         if not isinstance(conn, psycopg.Connection):

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from pillbox import defaults
 from pillbox.app import App
-from pillbox.broker import SQLBroker, open_broker, sqlite_path
+from pillbox.broker import SQLBroker, describe_url, open_broker, sqlite_path
 from pillbox.errors import PillboxError
 from pillbox.humanize import age, when
 from pillbox.loader import load_app
@@ -81,7 +81,15 @@ def open_db(database: str | None, app_path: str | None, create: bool = False) ->
     try:
         if app_path:
             return load(app_path).broker
-        return open_broker(url, pool_size=2)
+        broker = open_broker(url, pool_size=2, migrate=False)
+        if not create and not broker.has_schema():
+            broker.close()
+            raise click.ClickException(
+                f"no pillbox tables in {describe_url(url)}: pillbox has not run against this "
+                "database. Check the URL (or pass --app module:attr), or create them with "
+                "`pillbox migrate`")
+        broker.migrate()  # upgrades an older schema; a no-op when it is current
+        return broker
     except PillboxError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -334,6 +334,10 @@ WHERE subscription = %(subscription)s AND state IN ('available', 'leased');
 -- Serialise schema changes across processes for the rest of the transaction.
 SELECT pg_advisory_xact_lock(7274511);
 
+-- name: has_schema
+-- Whether pillbox's tables were ever created here (operator commands must not create them).
+SELECT to_regclass('pillbox_migrations') IS NOT NULL;
+
 -- name: create_migrations_table
 -- Bootstrap: the table recording which migrations were applied.
 CREATE TABLE IF NOT EXISTS pillbox_migrations (

@@ -279,6 +279,10 @@ SELECT max(tick_at) FROM pillbox_cron_ticks WHERE cron = :cron;
 SELECT count(*) FROM pillbox_deliveries
 WHERE subscription = :subscription AND state IN ('available', 'leased');
 
+-- name: has_schema
+-- Whether pillbox's tables were ever created here (operator commands must not create them).
+SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'pillbox_migrations';
+
 -- name: create_migrations_table
 -- Bootstrap: the table recording which migrations were applied.
 CREATE TABLE IF NOT EXISTS pillbox_migrations (
