@@ -21,6 +21,7 @@ def pillbox(*args: str, db: str | None = None, stdin: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {}),
                 "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(FIXTURES.parents[1]),
+                                               (env or {}).get("PYTHONPATH", ""),
                                                os.environ.get("PYTHONPATH", "")])}
     if db is not None:
         full_env["PILLBOX_DATABASE_URL"] = db
@@ -126,7 +127,25 @@ def test_publish_errors_and_success(db_url):
     not_json = pillbox("publish", "crashapp:app", "jobs", "{nope", db=db_url)
     assert not_json.returncode == 2 and "not JSON" in not_json.stderr
     missing = pillbox("publish", "no_such_module:app", "jobs", "{}", db=db_url)
-    assert missing.returncode == 1 and "ModuleNotFoundError" in missing.stderr
+    assert missing.returncode == 1 and "no module named 'no_such_module'" in missing.stderr
+
+
+def test_an_app_that_does_not_import_is_one_line_or_the_app_s_own_traceback(tmp_path):
+    """A typo in the module name printed importlib's traceback, and `run` said so twice."""
+    (tmp_path / "broken.py").write_text("import not_installed_anywhere\n")
+    db = f"sqlite:///{tmp_path}/x.db"
+    for command in (["run", "tpyo:app"], ["status", "--app", "tpyo:app"]):
+        done = pillbox(*command, db=db)
+        assert done.returncode == 1, command
+        assert done.stderr.strip().splitlines() == [
+            "Error: cannot import 'tpyo' (from 'tpyo:app'): no module named 'tpyo' in "
+            f"{os.getcwd()} or on PYTHONPATH; run from the app's folder"], done.stderr
+    done = pillbox("run", "broken:app", db=db, env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1
+    assert done.stderr.count("cannot import 'broken'") == 1, done.stderr
+    assert 'broken.py", line 1, in <module>' in done.stderr
+    assert "No module named 'not_installed_anywhere'" in done.stderr
+    assert "importlib" not in done.stderr
 
 
 def test_procfile_and_migrate(db_url):

@@ -113,8 +113,9 @@ def inspect_app(app_path: str) -> dict[str, object]:
         done = subprocess.run([sys.executable, "-m", "pillbox.child", "inspect", app_path],
                               env=env, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip()
-            raise click.ClickException(f"cannot load app {app_path!r}:\n{detail}")
+            detail = (done.stderr or done.stdout).strip().removeprefix("pillbox: ")
+            raise click.ClickException(detail if detail.startswith("cannot import")
+                                       else f"cannot load app {app_path!r}:\n{detail}")
         with open(target) as spec_file:
             spec: dict[str, object] = json.load(spec_file)
         return spec
