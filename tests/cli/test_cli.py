@@ -164,7 +164,7 @@ def test_run_rejects_bad_input(tmp_path):
     unknown = pillbox("run", "crashapp:app", "--only", "workers", db=f"sqlite:///{tmp_path}/x.db")
     assert unknown.returncode == 2 and "unknown work type(s) workers" in unknown.stderr
     broken = pillbox("run", "no_such_module:app", db=f"sqlite:///{tmp_path}/x.db")
-    assert broken.returncode == 1 and "No module named 'no_such_module'" in broken.stderr
+    assert broken.returncode == 1 and "no module named 'no_such_module'" in broken.stderr
 
 
 def test_status_with_the_app_shows_its_crons(tmp_path):
