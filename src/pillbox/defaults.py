@@ -67,6 +67,14 @@ STALL_TIMEOUT_S = 30.0
 KILL_GRACE_S = 3.0
 """Between SIGTERM and SIGKILL when the supervisor ends a child."""
 
+DUMP_WAIT_S = 0.15
+"""Time a child killed at once gets to write its stack dumps before SIGKILL."""
+
+TIMEOUT_DUMP_WAIT_S = 0.5
+"""The same for a timed-out handler: a hung process costs nothing for that while a worker
+writes where its async handlers await (Python code, run once its main thread gets the
+signal), whereas a memory hog must stop quickly."""
+
 SHUTDOWN_GRACE_S = 30.0
 """On SIGTERM/SIGINT, in-flight handlers get this long to finish."""
 

@@ -125,6 +125,29 @@ def test_the_delivery_whose_thread_segfaulted_a_shared_process_is_charged_and_ru
     assert running.stop() == 0
 
 
+def test_an_async_handler_that_hangs_is_shown_where_it_awaits(fixture_app, run_app, db_url):
+    """The thread of a hung async handler only shows its event loop in select(): the crash
+    record of its timeout once pointed at selectors.py, not at the application."""
+    hung = fixture_app.publish("async-jobs", {"mode": "hang"})
+    running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="1.5")
+    (d,) = running.broker.deliveries(message_id=hung)
+
+    def first_crash():
+        delivery = running.broker.delivery(d.id)
+        assert delivery is not None and delivery.crash_ids
+        return running.broker.crash(delivery.crash_ids[0])
+
+    record = eventually(first_crash, timeout_s=60)
+    assert record.cause == "timeout"
+    awaiting, _, rest = record.traceback.partition("\n\n")
+    assert awaiting.startswith("Awaiting in thread 0x"), record.traceback
+    assert "crashapp.py" in awaiting and "in wait_for_reply" in awaiting
+    assert "in async_jobs" in awaiting
+    assert rest.lstrip().startswith("Thread 0x")  # then the thread's own stack, as before
+    assert "crashapp.py:" in record.summary and "in wait_for_reply" in record.summary
+    assert running.stop() == 0
+
+
 def test_worker_killed_from_outside_is_a_crash_of_cause_killed(fixture_app, run_app, db_url):
     message_id = fixture_app.publish("jobs", {"mode": "slow", "seconds": 30})
     running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="60")

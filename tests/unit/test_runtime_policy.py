@@ -3,6 +3,8 @@ classification, faulthandler arrangement, retry backoff, payload errors, log rat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import signal
@@ -11,6 +13,7 @@ import pytest
 
 from pillbox.broker.base import CULPRIT, PRIME, RELEASED, SUSPECT
 from pillbox.errors import PayloadNotJSON, PayloadTooLarge
+from pillbox.forensics import blackbox
 from pillbox.forensics.classify import ExitStatus, classify
 from pillbox.forensics.faultlog import arrange, top_frame
 from pillbox.logs import Log
@@ -118,6 +121,50 @@ def test_crashing_thread_first_and_top_frame_points_at_app_code():
     focused = arrange(DUMP, "0xaa", other_lines_max=1)
     assert focused.startswith("Thread 0x00000000000000aa")
     assert "string_at" not in focused  # the other thread was capped at one line
+
+
+TIMEOUT_DUMP = """Thread 0x00000000000000cc (most recent call first):
+  File "/lib/selectors.py", line 468 in select
+  File "/lib/asyncio/base_events.py", line 1884 in _run_once
+
+Current thread 0x00000000000000dd (most recent call first):
+  File "/lib/threading.py", line 331 in wait
+
+Awaiting in thread 0x00000000000000cc (most recent call first):
+  File "/lib/asyncio/tasks.py", line 649 in sleep
+  File "/app/jobs.py", line 7 in wait_for_reply
+  File "/app/jobs.py", line 20 in handle
+"""
+
+
+def test_where_a_timed_out_async_handler_awaits_goes_above_its_thread():
+    text = arrange(TIMEOUT_DUMP, "0xcc", other_lines_max=60)
+    assert text.startswith("Awaiting in thread 0x00000000000000cc")
+    assert text.index("in handle") < text.index("Thread 0x00000000000000cc") \
+        < text.index("Current thread 0x00000000000000dd")
+    assert text.count("Awaiting in thread") == 1
+    assert top_frame(text, ("/lib",)) == "/app/jobs.py:7 in wait_for_reply"
+
+
+def test_the_await_chain_of_a_suspended_coroutine_is_innermost_first():
+    async def inner():
+        await asyncio.sleep(10)
+
+    async def outer():
+        await inner()
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(outer())
+        loop.run_until_complete(asyncio.sleep(0.01))  # the task is now suspended in sleep
+        lines = blackbox.await_chain(task.get_coro())
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+    finally:
+        loop.close()
+    assert [line.rsplit(" in ", 1)[1] for line in lines] == ["sleep", "inner", "outer"]
+    assert all(line.startswith('  File "') for line in lines)
 
 
 def test_retry_backoff_grows_is_capped_and_dies_at_max_attempts():

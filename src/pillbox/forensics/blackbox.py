@@ -3,7 +3,9 @@
 Responsibilities:
 1. faulthandler writes fatal-signal tracebacks of every thread into a per-process file the
    supervisor reads after a death; SIGUSR1 dumps the same on demand (before a timeout or
-   memory kill), so even a hung or dying process leaves its stacks behind;
+   memory kill), so even a hung or dying process leaves its stacks behind. A thread running
+   an async handler shows only its event loop waiting, so SIGUSR2 (sent with SIGUSR1) adds
+   the await chain of each async handler in flight (`dump_awaits`);
 2. remember which delivery each thread is working on, and carry it into threads that handler
    code starts, so errors raised there are recorded with the delivery in context;
 3. route uncaught thread exceptions and unraisable exceptions to a recorder callback.
@@ -11,6 +13,7 @@ Responsibilities:
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import signal
 import sys
@@ -25,6 +28,10 @@ Recorder = Callable[[str, str, Context | None], None]
 
 _local = threading.local()
 _fault_file: TextIO | None = None
+#: thread ident -> the asyncio task of the async handler that thread is running
+_tasks: dict[int, asyncio.Task[Any]] = {}
+#: An await chain is followed this deep at most.
+AWAIT_DEPTH_MAX = 64
 
 
 def fault_path(run_dir: str, pid: int) -> Path:
@@ -38,6 +45,7 @@ def install(run_dir: str, pid: int, recorder: Recorder) -> Path:
     _fault_file = open(path, "w")  # noqa: SIM115 - must stay open for the process lifetime
     faulthandler.enable(file=_fault_file, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=_fault_file, all_threads=True, chain=False)
+    signal.signal(signal.SIGUSR2, lambda *_: dump_awaits())
     _patch_thread_start()
     threading.excepthook = lambda args: _thread_hook(args, recorder)
     sys.unraisablehook = lambda args: _unraisable_hook(args, recorder)
@@ -47,6 +55,47 @@ def install(run_dir: str, pid: int, recorder: Recorder) -> Path:
 def set_context(context: Context | None) -> None:
     """Declare what the current thread is working on (None when idle)."""
     _local.context = context
+
+
+def set_task(task: asyncio.Task[Any] | None) -> None:
+    """Declare the async handler's task the current thread runs (None when done)."""
+    if task is None:
+        _tasks.pop(threading.get_ident(), None)
+    else:
+        _tasks[threading.get_ident()] = task
+
+
+def dump_awaits() -> None:
+    """Write where each async handler in flight is awaiting, innermost first, as
+    `Awaiting in thread 0x... (most recent call first):` blocks after the thread dumps."""
+    if _fault_file is None:
+        return
+    blocks = []
+    for ident, task in list(_tasks.items()):
+        frames = await_chain(task.get_coro())
+        if frames:
+            blocks.append(f"Awaiting in thread {ident:#018x} (most recent call first):\n"
+                          + "\n".join(frames) + "\n")
+    if blocks:
+        _fault_file.write("\n" + "\n".join(blocks))
+        _fault_file.flush()
+
+
+def await_chain(awaitable: Any) -> list[str]:
+    """`  File "...", line N in func` lines of a suspended coroutine's await chain, the
+    innermost (where it waits) first: faulthandler's format."""
+    lines = []
+    current = awaitable
+    for _ in range(AWAIT_DEPTH_MAX):
+        frame = (getattr(current, "cr_frame", None) or getattr(current, "gi_frame", None)
+                 or getattr(current, "ag_frame", None))
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno} in {code.co_name}')
+        current = (getattr(current, "cr_await", None) or getattr(current, "gi_yieldfrom", None)
+                   or getattr(current, "ag_await", None))
+    return lines[::-1]
 
 
 def current_context() -> Context | None:

@@ -38,29 +38,62 @@ def last_dump(text: str) -> str:
     return text[starts[-1]:] if starts else text
 
 
+_AWAITING = re.compile(r"^Awaiting in thread (0x[0-9a-f]+)", re.IGNORECASE)
+
+
+def split_awaits(text: str) -> tuple[str, dict[int, list[str]]]:
+    """(the text without them, thread id -> lines) of the `Awaiting in thread 0x...` blocks
+    a worker appends after a stack dump: where its async handlers wait."""
+    rest: list[str] = []
+    awaits: dict[int, list[str]] = {}
+    block: list[str] | None = None
+    for line in text.splitlines():
+        match = _AWAITING.match(line)
+        if match:
+            block = awaits.setdefault(int(match.group(1), 16), [])
+            block.append(line)
+        elif block is not None and line.strip():
+            block.append(line)
+        else:
+            block = None
+            rest.append(line)
+    return "\n".join(rest), awaits
+
+
 def arrange(text: str, focus_thread: str | None, other_lines_max: int) -> str:
     """Crashing thread (or `focus_thread`, e.g. the one running a timed-out delivery) first,
-    then the preamble, then the other threads up to `other_lines_max` lines."""
-    preamble, threads = split_threads(last_dump(text))
+    then the preamble, then the other threads up to `other_lines_max` lines. A thread that
+    was running an async handler has where that handler awaits shown above its own stack
+    (which only shows the event loop waiting)."""
+    text, awaits = split_awaits(last_dump(text))
+    preamble, threads = split_threads(text)
     if not threads:
         return text.strip()
     focus = _pick(threads, focus_thread)
     first = threads[focus]
-    out = [*first[2], "", *preamble]
+    out = [*_with_awaits(first, awaits), "", *preamble]
     budget = other_lines_max
     skipped = 0
-    for index, (_tid, _current, lines) in enumerate(threads):
+    for index, thread in enumerate(threads):
         if index == focus:
             continue
         if budget <= 0:
             skipped += 1
             continue
+        lines = _with_awaits(thread, awaits)
         out.append("")
         out.extend(lines[:budget])
         budget -= len(lines)
     if skipped:
         out.append(f"... {skipped} more thread(s) not shown")
     return "\n".join(out).strip()
+
+
+def _with_awaits(thread: tuple[str, bool, list[str]], awaits: dict[int, list[str]]
+                 ) -> list[str]:
+    tid, _current, lines = thread
+    awaiting = awaits.get(int(tid, 16))
+    return [*awaiting, "", *lines] if awaiting else lines
 
 
 def _pick(threads: list[tuple[str, bool, list[str]]], focus_thread: str | None) -> int:

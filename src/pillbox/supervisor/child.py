@@ -228,16 +228,20 @@ class ChildProcess:
 
     # -- killing -------------------------------------------------------------------------
     def kill(self, reason: str, now: float, blamed: int | None = None,
-             grace_s: float = defaults.KILL_GRACE_S) -> None:
-        """Dump every thread's stack into the fault file, then end the process: SIGTERM and
-        SIGKILL after `grace_s` (0: SIGKILL at once after the dump)."""
+             grace_s: float = defaults.KILL_GRACE_S,
+             dump_wait_s: float = defaults.DUMP_WAIT_S) -> None:
+        """Dump every thread's stack into the fault file (SIGUSR1: faulthandler, at once)
+        and where async handlers await (SIGUSR2: Python code, as soon as the main thread
+        runs), then end the process: SIGTERM and SIGKILL after `grace_s` (0: SIGKILL after
+        `dump_wait_s`, the time the dumps get)."""
         if self.killed_for is not None or not self.alive:
             return
         self.killed_for, self.blamed = reason, blamed
         self.signal(signal.SIGUSR1)
+        self.signal(signal.SIGUSR2)
         if grace_s > 0:
             self.signal(signal.SIGTERM)
-        self.kill_at = now + max(grace_s, 0.15)
+        self.kill_at = now + max(grace_s, dump_wait_s)
 
     def escalate(self, now: float) -> None:
         if self.kill_at is not None and now >= self.kill_at:

@@ -337,7 +337,8 @@ class Supervisor:
                                level="error")
                 others = len(child.started) > 1  # they get the grace period to finish
                 child.kill("timeout", now, blamed=overdue.delivery_id,
-                           grace_s=defaults.KILL_GRACE_S if others else 0)
+                           grace_s=defaults.KILL_GRACE_S if others else 0,
+                           dump_wait_s=defaults.TIMEOUT_DUMP_WAIT_S)
             elif sample and self._over_memory(child):
                 child.kill("memory", now, grace_s=0)
             elif self._silent(child, now):

@@ -101,7 +101,12 @@ class Executor:
         for _ in range(MAX_AWAIT_DEPTH):
             if not inspect.isawaitable(result):
                 break
-            result = loop.run_until_complete(_awaited(result))
+            task = loop.create_task(_awaited(result))
+            blackbox.set_task(task)  # so a kill can show where it awaits
+            try:
+                result = loop.run_until_complete(task)
+            finally:
+                blackbox.set_task(None)
         else:
             raise TypeError(f"the handler's result was still awaitable after awaiting it "
                             f"{MAX_AWAIT_DEPTH} times")
