@@ -63,23 +63,24 @@ class PostgresBroker(SQLBroker):
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with (self._get_pool().connection() as conn, conn.transaction(),
-                  conn.cursor() as cur):
-                yield cur
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
-        except psycopg.errors.UndefinedTable as exc:  # dropped, or never created, under us
-            raise DatabaseError(f"PostgreSQL at {self.where} has no pillbox tables "
-                                f"({_first_line(exc)}): run `pillbox migrate`") from None
+        with (self._database_errors(), self._get_pool().connection() as conn,
+              conn.transaction(), conn.cursor() as cur):
+            yield cur
 
     @contextmanager
     def single_statement(self) -> Iterator[psycopg.Cursor[Any]]:
         """Autocommit: the one statement is its own transaction, so the hot paths pay one
         round trip instead of BEGIN, statement, COMMIT."""
+        with self._database_errors(), self._get_pool().connection() as conn, \
+                conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """The server down or unreachable, or pillbox's tables gone: a DatabaseError naming
+        the database (callers answer 503, retry, or print it), never a raw psycopg error."""
         try:
-            with self._get_pool().connection() as conn, conn.cursor() as cur:
-                yield cur
+            yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseError(f"PostgreSQL at {self.where}: {_first_line(exc)}") from None
         except psycopg.errors.UndefinedTable as exc:  # dropped, or never created, under us
