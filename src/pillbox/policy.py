@@ -36,10 +36,6 @@ class Subscription:
     concurrency: int = defaults.CONCURRENCY
     memory_limit_bytes: int | None = None
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
-
     def validate(self) -> None:
         check_name("subscription", self.name)
         check_name("topic", self.topic)
