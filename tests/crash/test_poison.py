@@ -125,10 +125,15 @@ def test_the_delivery_whose_thread_segfaulted_a_shared_process_is_charged_and_ru
     assert running.stop() == 0
 
 
-def test_an_async_handler_that_hangs_is_shown_where_it_awaits(fixture_app, run_app, db_url):
+@pytest.mark.parametrize(("mode", "where"), [("hang", "wait_for_reply"),
+                                             ("block", "block_the_loop")])
+def test_an_async_handler_that_hangs_is_shown_where_it_awaits(fixture_app, run_app, db_url,
+                                                              mode, where):
     """The thread of a hung async handler only shows its event loop in select(): the crash
-    record of its timeout once pointed at selectors.py, not at the application."""
-    hung = fixture_app.publish("async-jobs", {"mode": "hang"})
+    record of its timeout once pointed at selectors.py, not at the application. One that
+    blocks its loop in sync code shows it in its thread's stack (its await chain, pillbox's
+    own frame alone, was once shown first and named in the summary)."""
+    hung = fixture_app.publish("async-jobs", {"mode": mode})
     running = run_app(db_url, "--workers", "1", CRASHAPP_TIMEOUT="1.5")
     (d,) = running.broker.deliveries(message_id=hung)
 
@@ -139,12 +144,16 @@ def test_an_async_handler_that_hangs_is_shown_where_it_awaits(fixture_app, run_a
 
     record = eventually(first_crash, timeout_s=60)
     assert record.cause == "timeout"
-    awaiting, _, rest = record.traceback.partition("\n\n")
-    assert awaiting.startswith("Awaiting in thread 0x"), record.traceback
-    assert "crashapp.py" in awaiting and "in wait_for_reply" in awaiting
-    assert "in async_jobs" in awaiting
-    assert rest.lstrip().startswith("Thread 0x")  # then the thread's own stack, as before
-    assert "crashapp.py:" in record.summary and "in wait_for_reply" in record.summary
+    assert "crashapp.py:" in record.summary and f"in {where}" in record.summary, record.summary
+    if mode == "hang":
+        awaiting, _, rest = record.traceback.partition("\n\n")
+        assert awaiting.startswith("Awaiting in thread 0x"), record.traceback
+        assert "crashapp.py" in awaiting and "in wait_for_reply" in awaiting
+        assert "in async_jobs" in awaiting
+        assert rest.lstrip().startswith("Thread 0x")  # then the thread's own stack
+        assert awaiting.count("  File ") == awaiting.count("\n")  # nothing mixed into it
+    else:
+        assert "Awaiting in thread" not in record.traceback, record.traceback
     assert running.stop() == 0
 
 

@@ -28,6 +28,7 @@ Recorder = Callable[[str, str, Context | None], None]
 
 _local = threading.local()
 _fault_file: TextIO | None = None
+_awaits_file: Path | None = None
 #: thread ident -> the asyncio task of the async handler that thread is running
 _tasks: dict[int, asyncio.Task[Any]] = {}
 #: An await chain is followed this deep at most.
@@ -38,10 +39,17 @@ def fault_path(run_dir: str, pid: int) -> Path:
     return Path(run_dir) / f"fault-{pid}.log"
 
 
+def awaits_path(run_dir: str, pid: int) -> Path:
+    """A file of its own: faulthandler writes its SIGUSR1 dump from C at the same moment,
+    and the two once interleaved in one file."""
+    return Path(run_dir) / f"awaits-{pid}.log"
+
+
 def install(run_dir: str, pid: int, recorder: Recorder) -> Path:
     """Arm faulthandler and the exception hooks for this process."""
-    global _fault_file
+    global _fault_file, _awaits_file
     path = fault_path(run_dir, pid)
+    _awaits_file = awaits_path(run_dir, pid)
     _fault_file = open(path, "w")  # noqa: SIM115 - must stay open for the process lifetime
     faulthandler.enable(file=_fault_file, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=_fault_file, all_threads=True, chain=False)
@@ -67,18 +75,19 @@ def set_task(task: asyncio.Task[Any] | None) -> None:
 
 def dump_awaits() -> None:
     """Write where each async handler in flight is awaiting, innermost first, as
-    `Awaiting in thread 0x... (most recent call first):` blocks after the thread dumps."""
-    if _fault_file is None:
+    `Awaiting in thread 0x... (most recent call first):` blocks. A coroutine that is
+    running (blocking its loop in sync code) is skipped: its thread's stack shows where."""
+    if _awaits_file is None:
         return
     blocks = []
     for ident, task in list(_tasks.items()):
-        frames = await_chain(task.get_coro())
+        coro = task.get_coro()
+        frames = [] if getattr(coro, "cr_running", False) else await_chain(coro)
         if frames:
             blocks.append(f"Awaiting in thread {ident:#018x} (most recent call first):\n"
                           + "\n".join(frames) + "\n")
     if blocks:
-        _fault_file.write("\n" + "\n".join(blocks))
-        _fault_file.flush()
+        _awaits_file.write_text("\n".join(blocks))
 
 
 def await_chain(awaitable: Any) -> list[str]:

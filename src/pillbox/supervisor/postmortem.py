@@ -85,14 +85,22 @@ def _what(in_flight: list[dict[str, Any]]) -> str:
 
 
 def read_fault(run_dir: str, pid: int, focus_thread: str | None) -> str:
-    path = blackbox.fault_path(run_dir, pid)
+    text = _take(blackbox.fault_path(run_dir, pid))
+    if not text:
+        return ""
+    awaits = _take(blackbox.awaits_path(run_dir, pid))
+    return faultlog.arrange(faultlog.last_dump(text) + "\n\n" + awaits, focus_thread,
+                            defaults.OTHER_THREADS_MAX_LINES)
+
+
+def _take(path: Path) -> str:
+    """A file's text ('' when there is none), removing it."""
     try:
-        text = path.read_text(errors="replace")
+        return path.read_text(errors="replace")
     except OSError:
         return ""
     finally:
         path.unlink(missing_ok=True)
-    return faultlog.arrange(text, focus_thread, defaults.OTHER_THREADS_MAX_LINES)
 
 
 @dataclass(frozen=True)
